@@ -1,0 +1,3 @@
+from healthetl.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""The healthetl command line: parse -> call one library function -> render -> exit."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from healthetl import __version__
+from healthetl.cli import db, project, query, render, stages, state
+from healthetl.errors import ExitCode, HealthetlError
+
+
+class _Group(TyperGroup):
+    """Turns every error into one line on stderr and its documented exit code."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except HealthetlError as exc:
+            _maybe_traceback(ctx)
+            render.error(exc.message)
+            raise typer.Exit(int(exc.exit_code)) from None
+        except KeyboardInterrupt:
+            render.error("interrupted; nothing was committed by the interrupted step")
+            raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+        except Exception as exc:  # a bug: say so in one line; --debug shows where
+            _maybe_traceback(ctx)
+            first = (str(exc).strip().splitlines() or [""])[0]
+            render.error(
+                f"unexpected {type(exc).__name__}: {first} "
+                "(rerun with --debug for the traceback and report it)"
+            )
+            raise typer.Exit(int(ExitCode.RUNTIME)) from None
+
+
+def _maybe_traceback(ctx: typer.Context) -> None:
+    root = ctx.find_root()
+    if root.obj and root.obj.get("debug"):
+        traceback.print_exc(file=sys.stderr)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="healthetl",
+    help="Turn health-data exports (Excel, CSV, NDJSON) into clean, validated, queryable tables.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"healthetl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    version: Annotated[
+        bool | None,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = {"debug": debug}
+    render.configure_logging(None)
+
+
+app.command()(project.init)
+app.command()(stages.extract)
+app.command()(stages.validate)
+app.command()(stages.load)
+app.command()(stages.run)
+app.command()(query.query)
+app.command()(state.report)
+app.add_typer(db.app, name="db")
+app.add_typer(state.app, name="state")
+app.add_typer(project.dataset_app, name="dataset")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,83 @@
+"""Options shared by commands, and resolution of the project, database and pipeline options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy.engine import Engine
+
+from healthetl.config import PipelineOptions, Project, load_project, resolve_database_url
+from healthetl.datasets.spec import Dataset
+from healthetl.db import engine as db_engine
+from healthetl.db import migrate
+from healthetl.errors import UsageError
+
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database URL (overrides HEALTHETL_DATABASE_URL and healthetl.toml).",
+        show_default=False,
+    ),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="Project file (default: ./healthetl.toml).", show_default=False
+    ),
+]
+PipelineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--pipeline",
+        "-p",
+        help="Take options (sheet, date window, severities) from this pipeline of the "
+        "project file.",
+        show_default=False,
+    ),
+]
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | csv | json")]
+
+
+def check_format(fmt: str, allowed: tuple[str, ...] = ("table", "csv", "json")) -> str:
+    if fmt not in allowed:
+        raise UsageError(f"--format must be one of {', '.join(allowed)}, not {fmt!r}")
+    return fmt
+
+
+def open_database(
+    db: str | None, config: Path | None, *, must_exist: bool = False, at_head: bool = False
+) -> tuple[Engine, Project]:
+    project = load_project(config)
+    url = resolve_database_url(db, project)
+    engine = db_engine.create(url, must_exist=must_exist)
+    db_engine.check_connection(engine)
+    if at_head:
+        hint = f" --db {db_engine.mask_url(url)}" if db else ""
+        migrate.ensure_at_head(engine, db_flag_hint=hint)
+    return engine, project
+
+
+def options_for(
+    project: Project, dataset: Dataset, pipeline: str | None, sheet: str | None = None
+) -> tuple[PipelineOptions, str | None]:
+    """Options of the named pipeline, or of the project's only pipeline of this dataset."""
+    chosen = None
+    if pipeline:
+        chosen = project.pipeline(pipeline)
+        if chosen.dataset != dataset.name:
+            raise UsageError(
+                f"pipeline {pipeline!r} loads dataset {chosen.dataset!r}, not {dataset.name!r}"
+            )
+    else:
+        matching = [p for p in project.pipelines if p.dataset == dataset.name]
+        if len(matching) == 1:
+            chosen = matching[0]
+    options = chosen.options if chosen else PipelineOptions()
+    if sheet is not None:
+        from dataclasses import replace
+
+        options = replace(options, sheet=sheet)
+    return options, (chosen.name if chosen else None)

@@ -1,0 +1,69 @@
+"""healthetl query: named queries and ad-hoc read-only SQL."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from healthetl.cli import render
+from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
+from healthetl.datasets import find_query, registry
+from healthetl.db.query import coerce_params, run_query
+from healthetl.errors import UsageError
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"--param takes key=value, not {item!r}")
+        out[key.strip()] = value
+    return out
+
+
+def query(
+    name: Annotated[
+        str | None, typer.Argument(help="A named query (see --list).", show_default=False)
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="key=value (repeatable).", show_default=False),
+    ] = None,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            help="Run this SQL instead (read-only, one "
+            "statement; bind :name parameters with --param).",
+            show_default=False,
+        ),
+    ] = None,
+    list_: Annotated[bool, typer.Option("--list", help="List the named queries.")] = False,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer a question from the loaded tables. Queries are read-only; parameters are bound."""
+    check_format(fmt)
+    if list_:
+        rows = []
+        for ds in registry().values():
+            for q in ds.queries:
+                params = " ".join(f"{k}=<{p.type}>" for k, p in q.params.items())
+                rows.append((q.name, ds.name, params, q.description))
+        render.rows(["query", "dataset", "parameters", "description"], rows, fmt)
+        return
+    given = _parse_params(param or [])
+    if (name is None) == (sql is None):
+        raise UsageError("give a query NAME or --sql (not both); see `healthetl query --list`")
+    if sql is not None:
+        text, values, types = sql, dict(given), None
+    else:
+        assert name is not None
+        _, q = find_query(name)
+        values = coerce_params(q.params, given, query=name)
+        text, types = q.sql, {k: p.type for k, p in q.params.items()}
+    engine, _ = open_database(db, config, must_exist=True, at_head=True)
+    result = run_query(engine, text, values, types)
+    render.rows(result.columns, result.rows, fmt)

@@ -1,0 +1,199 @@
+"""extract, validate, load, run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthetl.cli import render
+from healthetl.cli.common import (
+    ConfigOption,
+    DbOption,
+    PipelineOption,
+    open_database,
+    options_for,
+)
+from healthetl.config import LOAD_MODES, PipelineOptions, load_project
+from healthetl.datasets import get_dataset
+from healthetl.errors import ExitCode, UsageError
+from healthetl.pipeline import run as run_mod
+from healthetl.pipeline import stages
+
+FAIL_ON = ("error", "warning", "never")
+
+
+def _output(out: str | None) -> str:
+    if out is not None:
+        return out
+    if sys.stdout.isatty():
+        raise UsageError("give an output with -o FILE (.parquet, .csv, .ndjson) or -o - for a pipe")
+    return "-"
+
+
+def _fail_code(errors: int, warnings: int, fail_on: str) -> int:
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}")
+    if fail_on == "error" and errors:
+        return ExitCode.DATA_FAILED
+    if fail_on == "warning" and (errors or warnings):
+        return ExitCode.DATA_FAILED
+    return ExitCode.OK
+
+
+def extract(
+    dataset: Annotated[str, typer.Argument(help="Dataset the file belongs to.")],
+    source: Annotated[str, typer.Argument(help="csv, csv.gz, xlsx, parquet or ndjson file.")],
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output by extension: .parquet, .csv, .ndjson; - for an Arrow stream "
+            "(default when stdout is a pipe).",
+            show_default=False,
+        ),
+    ] = None,
+    sheet: Annotated[str | None, typer.Option(help="Excel sheet (default: the first).")] = None,
+    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
+) -> None:
+    """Read a source file as text, normalise column names, add source file and row number."""
+    get_dataset(dataset)
+    result = stages.extract(source, _output(out), PipelineOptions(sheet=sheet, encoding=encoding))
+    render.info(
+        f"extract {dataset}: {result.rows} rows, {len(result.columns) - 2} columns "
+        f"from {source} -> {'stdout' if result.output == '-' else result.output}"
+    )
+
+
+def validate(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose rules apply.")],
+    input: Annotated[str, typer.Argument(help="File to validate, or - for an Arrow stream.")],
+    out: Annotated[
+        str | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write valid rows here (- for an Arrow stream on stdout).",
+            show_default=False,
+        ),
+    ] = None,
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            help="Write every failed check of every invalid row here (.csv, .parquet, .ndjson).",
+            show_default=False,
+        ),
+    ] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the data-quality report (JSON).", show_default=False)
+    ] = None,
+    fail_on: Annotated[
+        str, typer.Option(help="Exit 1 when checks of this severity fail: error | warning | never.")
+    ] = "error",
+    db: DbOption = None,
+    config: ConfigOption = None,
+    pipeline: PipelineOption = None,
+) -> None:
+    """Standardise and validate rows with the dataset's pandera rules. Exit 1 if data fails."""
+    ds = get_dataset(dataset)
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}")
+    project = load_project(config)
+    options, _ = options_for(project, ds, pipeline)
+    engine = open_database(db, config, must_exist=True, at_head=True)[0] if db else None
+    result = stages.validate(
+        ds,
+        input,
+        options,
+        clean_output=out,
+        rejects_output=rejects,
+        report_path=report,
+        engine=engine,
+    )
+    s = result.summary
+    render.info(
+        f"validate {dataset}: {s.rows_in} rows in, {s.rows_valid} valid, "
+        f"{s.rows_quarantined} rejected, {s.rows_warned} with warnings"
+    )
+    for check in s.to_dict()["checks"]:
+        render.info(
+            f"  {check['severity']:<7} {check['column']}.{check['rule']}: "
+            f"{check['failed_rows']} rows"
+        )
+    for skipped in s.skipped_checks:
+        render.info(f"  skipped reference check {skipped} (give --db to check it)")
+    raise typer.Exit(_fail_code(s.errors, s.warnings, fail_on))
+
+
+def load(
+    dataset: Annotated[str, typer.Argument(help="Dataset to load.")],
+    input: Annotated[str, typer.Argument(help="File to load, or - for an Arrow stream.")],
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="replace | append | merge (upsert on the "
+            "primary key). Default: the dataset's (replace).",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    pipeline: PipelineOption = None,
+) -> None:
+    """Validate (incl. references, against the database) and load rows in one transaction."""
+    ds = get_dataset(dataset)
+    if mode is not None and mode not in LOAD_MODES:
+        raise UsageError(f"--mode must be one of {', '.join(LOAD_MODES)}")
+    engine, project = open_database(db, config, at_head=True)
+    options, name = options_for(project, ds, pipeline)
+    result = stages.load(engine, ds, [input], options, mode=mode, pipeline=name)
+    c = result.counts
+    render.info(
+        f"load {dataset} ({result.mode}): run {result.run_id}: {c.rows_in} rows in, "
+        f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined"
+    )
+
+
+def run(
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline",
+            "-p",
+            help="Run only this pipeline (repeatable); dependencies are not added.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    log_file: Annotated[
+        str | None, typer.Option(help="Also write plain log lines here.", show_default=False)
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option(
+            help="Exit 1 when rows were quarantined for checks of "
+            "this severity: error | warning | never."
+        ),
+    ] = "never",
+) -> None:
+    """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
+    if fail_on not in FAIL_ON:
+        raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}")
+    render.configure_logging(log_file)
+    engine, project = open_database(db, config)
+    with render.RunDisplay() as display:
+        result = run_mod.run(engine, project, pipeline or None, progress=display)
+    errors = warnings = 0
+    for r in result.results:
+        c = r.counts
+        render.info(
+            f"{r.pipeline}: {r.status}, run {r.run_id}: {c.rows_in} rows in, "
+            f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined"
+        )
+        errors += r.summary.errors
+        warnings += r.summary.warnings
+    raise typer.Exit(_fail_code(errors, warnings, fail_on))

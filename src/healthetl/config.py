@@ -1,0 +1,238 @@
+"""Settings resolved once, in one place: flag > HEALTHETL_* environment > healthetl.toml > default.
+
+Relative paths in a project file (sources, a SQLite database) are resolved against the folder
+that holds the project file, so ``healthetl run --config examples/x/healthetl.toml`` works from
+anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from healthetl.errors import ConfigError, UsageError
+
+PROJECT_FILE = "healthetl.toml"
+DEFAULT_DATABASE_URL = "sqlite:///healthetl.db"
+DATABASE_ENV = "HEALTHETL_DATABASE_URL"
+LOAD_MODES = ("replace", "append", "merge")
+SEVERITIES = ("error", "warning")
+
+_PIPELINE_KEYS = {
+    "name",
+    "dataset",
+    "source",
+    "sheet",
+    "mode",
+    "encoding",
+    "date_order",
+    "date_window",
+    "severity",
+    "depends_on",
+    "chunk_size",
+}
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Per-pipeline knobs that change how a dataset's rules are applied."""
+
+    sheet: str | None = None
+    encoding: str = "utf-8"
+    date_order: str = "MDY"
+    # column -> (min, max); each bound is an ISO date, "today", or "today+2y" / "today-90d"
+    date_window: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # "column.rule" or "rule" -> "error" | "warning"
+    severity: dict[str, str] = field(default_factory=dict)
+    chunk_size: int = 100_000
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    dataset: str
+    source: str
+    mode: str | None
+    depends_on: tuple[str, ...]
+    options: PipelineOptions
+    base_dir: Path
+
+    def source_paths(self) -> list[Path]:
+        """The files this pipeline reads: a path, or a glob, relative to the project file."""
+        pattern = self.source
+        base = self.base_dir
+        if any(ch in pattern for ch in "*?["):
+            root = Path(pattern)
+            if root.is_absolute():
+                anchor = Path(root.anchor)
+                matches = sorted(anchor.glob(str(root.relative_to(anchor))))
+            else:
+                matches = sorted(base.glob(pattern))
+            return [m for m in matches if m.is_file()]
+        path = Path(pattern)
+        return [path if path.is_absolute() else base / path]
+
+
+@dataclass(frozen=True)
+class Project:
+    path: Path | None
+    database_url: str | None
+    pipelines: tuple[Pipeline, ...]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def pipeline(self, name: str) -> Pipeline:
+        for p in self.pipelines:
+            if p.name == name:
+                return p
+        known = ", ".join(p.name for p in self.pipelines) or "none"
+        raise UsageError(f"no pipeline named {name!r} in {self.path} (pipelines: {known})")
+
+
+def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
+    """Validate the option keys shared by project files and command-line stages."""
+    window: dict[str, tuple[str, str]] = {}
+    for column, bounds in (raw.get("date_window") or {}).items():
+        if not (isinstance(bounds, list | tuple) and len(bounds) == 2):
+            raise ConfigError(f"{where}: date_window.{column} must be [min, max]")
+        window[str(column)] = (str(bounds[0]), str(bounds[1]))
+    severity = {str(k): str(v) for k, v in (raw.get("severity") or {}).items()}
+    for key, value in severity.items():
+        if value not in SEVERITIES:
+            raise ConfigError(f"{where}: severity.{key} must be one of {', '.join(SEVERITIES)}")
+    date_order = str(raw.get("date_order", "MDY")).upper()
+    if date_order not in ("MDY", "DMY"):
+        raise ConfigError(f"{where}: date_order must be MDY or DMY, not {date_order!r}")
+    chunk_size = int(raw.get("chunk_size", 100_000))
+    if chunk_size < 1:
+        raise ConfigError(f"{where}: chunk_size must be positive")
+    return PipelineOptions(
+        sheet=raw.get("sheet"),
+        encoding=str(raw.get("encoding", "utf-8")),
+        date_order=date_order,
+        date_window=window,
+        severity=severity,
+        chunk_size=chunk_size,
+    )
+
+
+def load_project(config: Path | None = None) -> Project:
+    """Read ``--config`` or ./healthetl.toml; with neither, an empty project in the cwd."""
+    if config is None:
+        candidate = Path.cwd() / PROJECT_FILE
+        if not candidate.exists():
+            return Project(path=None, database_url=None, pipelines=())
+        config = candidate
+    if not config.exists():
+        raise ConfigError(
+            f"project file {config} not found", hint="create one with `healthetl init`"
+        )
+    try:
+        data = tomllib.loads(config.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{config}: cannot read: {exc.strerror}") from None
+    base = config.resolve().parent
+
+    db = data.get("database", {})
+    url = db.get("url") if isinstance(db, dict) else None
+    if url is not None:
+        url = _anchor_sqlite(str(url), base)
+
+    pipelines: list[Pipeline] = []
+    for i, raw in enumerate(data.get("pipelines", []), start=1):
+        where = f"{config}: pipeline #{i}"
+        unknown = set(raw) - _PIPELINE_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        for key in ("name", "dataset", "source"):
+            if key not in raw:
+                raise ConfigError(f"{where}: missing required key {key!r}")
+        mode = raw.get("mode")
+        if mode is not None and mode not in LOAD_MODES:
+            raise ConfigError(f"{where}: mode must be one of {', '.join(LOAD_MODES)}")
+        depends = raw.get("depends_on", [])
+        pipelines.append(
+            Pipeline(
+                name=str(raw["name"]),
+                dataset=str(raw["dataset"]),
+                source=str(raw["source"]),
+                mode=mode,
+                depends_on=tuple(depends if isinstance(depends, list) else [depends]),
+                options=parse_options(raw, where),
+                base_dir=base,
+            )
+        )
+    names = [p.name for p in pipelines]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ConfigError(f"{config}: pipeline names must be unique: {', '.join(sorted(dupes))}")
+    return Project(path=config.resolve(), database_url=url, pipelines=tuple(pipelines))
+
+
+def _anchor_sqlite(url: str, base: Path) -> str:
+    """A relative SQLite path in a project file is relative to that file's folder."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/"):
+        rest = url[len(prefix) :]
+        if rest and rest != ":memory:" and not rest.startswith("file:"):
+            return prefix + str(base / rest)
+    return url
+
+
+def resolve_database_url(flag: str | None, project: Project | None) -> str:
+    """--db flag > HEALTHETL_DATABASE_URL > healthetl.toml > sqlite:///healthetl.db (cwd)."""
+    if flag:
+        return flag
+    env = os.environ.get(DATABASE_ENV)
+    if env:
+        return env
+    if project is not None and project.database_url:
+        return project.database_url
+    return DEFAULT_DATABASE_URL
+
+
+STARTER = """\
+# healthetl project file. Every relative path here is relative to this file's folder.
+# Run all pipelines with `healthetl run`, one with `healthetl run --pipeline NAME`.
+
+[database]
+# Precedence: --db flag > HEALTHETL_DATABASE_URL > this value > sqlite:///healthetl.db (cwd).
+# PostgreSQL: url = "postgresql://user:password@host:5432/dbname"
+url = "sqlite:///healthetl.db"
+
+# One [[pipelines]] table per source. `healthetl dataset list` shows the datasets.
+[[pipelines]]
+name = "doctors"
+dataset = "doctors"
+source = "data/doctors.xlsx"      # a path or a glob (csv, csv.gz, xlsx, parquet, ndjson)
+# sheet = "doctors"               # xlsx: defaults to the first sheet
+# mode = "replace"                # replace | append | merge (upsert on the primary key)
+
+[[pipelines]]
+name = "appointments"
+dataset = "appointments"
+source = "data/appointments.xlsx"
+# date_order = "MDY"              # how to read 03/04/2025: MDY (US) or DMY
+# Dates outside [min, max] are quarantined; bounds are ISO dates or today+Ny / today-Nd.
+[pipelines.date_window]
+booking_date = ["2000-01-01", "today+2y"]
+# Lower a rule to a warning (the row loads, the report counts it):
+# [pipelines.severity]
+# "booking_date.date_window" = "warning"
+"""
+
+
+def write_starter(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / PROJECT_FILE
+    if target.exists():
+        raise UsageError(f"{target} already exists; not overwriting it")
+    target.write_text(STARTER, encoding="utf-8")
+    return target

@@ -1,0 +1,53 @@
+"""The dataset registry: every dataset the stages can run, looked up by name."""
+
+from __future__ import annotations
+
+from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
+from healthetl.datasets.spec import Dataset, Query
+from healthetl.errors import UsageError
+
+BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS)}
+
+
+def registry() -> dict[str, Dataset]:
+    return dict(BUILTIN)
+
+
+def get_dataset(name: str) -> Dataset:
+    datasets = registry()
+    try:
+        return datasets[name]
+    except KeyError:
+        known = ", ".join(sorted(datasets))
+        raise UsageError(f"unknown dataset {name!r} (known: {known})") from None
+
+
+def find_query(name: str) -> tuple[Dataset, Query]:
+    for dataset in registry().values():
+        query = dataset.query(name)
+        if query is not None:
+            return dataset, query
+    raise UsageError(f"unknown query {name!r}", hint="list them with `healthetl query --list`")
+
+
+def dependency_order(names: list[str], extra: dict[str, set[str]] | None = None) -> list[str]:
+    """Order dataset/pipeline names so every dependency comes first (stable otherwise)."""
+    deps = {n: set(extra.get(n, set()) if extra else set()) for n in names}
+    ordered: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(n: str) -> None:
+        if n in ordered:
+            return
+        if n in visiting:
+            raise UsageError(f"circular dependency involving {n!r}")
+        visiting.add(n)
+        for d in sorted(deps.get(n, ())):
+            if d in deps:
+                visit(d)
+        visiting.discard(n)
+        ordered.append(n)
+
+    for n in names:
+        visit(n)
+    return ordered

@@ -1,0 +1,1 @@
+"""Database access: URLs and engines, table metadata, migrations, bulk loads, queries."""

@@ -1,0 +1,87 @@
+"""Engine creation, URL normalisation and password masking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from healthetl.errors import DatabaseError, UsageError
+
+
+def normalise_url(url: str) -> URL:
+    """postgres:// and postgresql:// use psycopg 3; anything else is left to SQLAlchemy."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise UsageError(f"not a database URL: {mask_url(url)}") from None
+    if parsed.drivername in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise UsageError(
+            f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://"
+        )
+    if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
+        raise UsageError(
+            f"use the psycopg 3 driver (postgresql+psycopg://), not {parsed.drivername}"
+        )
+    return parsed
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL as it may be shown: the password is always ``***``."""
+    if isinstance(url, URL):
+        return url.render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        # not parseable: hide anything between ':' and '@' in the authority part
+        import re
+
+        return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def is_postgres(engine: Engine | sa.Connection) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def create(url: str, *, must_exist: bool = False) -> Engine:
+    """An engine for ``url``; SQLite gets foreign keys enforced and a busy timeout.
+
+    ``must_exist`` refuses to create a new SQLite file (for read-only commands).
+    """
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if must_exist and database and database != ":memory:" and not Path(database).exists():
+            raise DatabaseError(
+                f"database file {database} does not exist",
+                hint=f"create it with `healthetl db upgrade --db {mask_url(parsed)}`",
+            )
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        return engine
+    return sa.create_engine(parsed, connect_args={"connect_timeout": 10}, pool_pre_ping=False)
+
+
+def check_connection(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(
+            f"cannot connect to {mask_url(engine.url)}: {first_line(exc.orig or exc)}",
+            hint="check the URL, that the server is running and that the database exists",
+        ) from None
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

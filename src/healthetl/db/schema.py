@@ -1,0 +1,69 @@
+"""Table metadata: the run ledger, quarantine, and one table per registered dataset.
+
+Alembic's autogenerate and ``alembic check`` compare migrations against this metadata;
+nothing in healthetl ever calls ``create_all``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from healthetl.datasets import registry
+from healthetl.datasets.spec import table_for
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+etl_runs = sa.Table(
+    "etl_runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("pipeline", sa.Text, nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("command", sa.String(20), nullable=False),
+    sa.Column("mode", sa.String(20), nullable=True),
+    sa.Column("source", sa.Text, nullable=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rows_in", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rows_loaded", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rows_quarantined", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("duplicates_dropped", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("rows_warned", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text, nullable=True),
+    comment="One row per pipeline execution (the run ledger).",
+)
+sa.Index("ix_etl_runs_pipeline_started", etl_runs.c.pipeline, etl_runs.c.started_at)
+
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("etl_runs.run_id"), nullable=False),
+    sa.Column("dataset", sa.Text, nullable=False),
+    sa.Column("source_file", sa.Text, nullable=True),
+    sa.Column("source_row", sa.BigInteger, nullable=True),
+    sa.Column("column_name", sa.Text, nullable=True),
+    sa.Column("rule", sa.Text, nullable=False),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("original", sa.Text, nullable=True, comment="the row as received, JSON"),
+    comment="One row per failed check of a rejected row; the row itself is in `original`.",
+)
+sa.Index("ix_quarantine_run_id", quarantine.c.run_id)
+
+_registry = registry()
+dataset_tables = {name: table_for(ds, metadata, _registry) for name, ds in _registry.items()}

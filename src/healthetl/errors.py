@@ -1,0 +1,75 @@
+"""One error hierarchy; each kind carries the exit code the CLI returns for it.
+
+The exit codes are the contract CI jobs rely on:
+
+* ``0`` everything passed
+* ``1`` the data failed its checks (a row-level error, a missing required column)
+* ``2`` usage error (unknown dataset, bad option, a write attempted through ``query``)
+* ``3`` runtime error (I/O, unreadable file, database unreachable or not migrated)
+* ``130`` interrupted
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    DATA_FAILED = 1
+    USAGE = 2
+    RUNTIME = 3
+    INTERRUPTED = 130
+
+
+class HealthetlError(Exception):
+    """Base of every error the tool reports to a user as one line, without a traceback."""
+
+    exit_code: ExitCode = ExitCode.RUNTIME
+    hint: str | None = None
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    @property
+    def message(self) -> str:
+        text = str(self)
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class UsageError(HealthetlError):
+    """The command was called wrongly: retrying the same call cannot help."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(HealthetlError):
+    """The project file is missing, unreadable or inconsistent."""
+
+    exit_code = ExitCode.USAGE
+
+
+class SourceError(HealthetlError):
+    """An input file is missing, empty, truncated or undecodable."""
+
+    exit_code = ExitCode.RUNTIME
+
+
+class DatabaseError(HealthetlError):
+    """The database is unreachable, not migrated, or refused a statement."""
+
+    exit_code = ExitCode.RUNTIME
+
+
+class DataContractError(HealthetlError):
+    """The batch as a whole broke its contract (e.g. a required column is missing)."""
+
+    exit_code = ExitCode.DATA_FAILED
+
+
+class AccountingError(HealthetlError):
+    """rows_in != rows_loaded + rows_quarantined + duplicates_dropped: a bug, never data."""
+
+    exit_code = ExitCode.RUNTIME

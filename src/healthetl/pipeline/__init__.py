@@ -1,0 +1,1 @@
+"""The stages: extract, validate, load, run. They return result objects and never print."""

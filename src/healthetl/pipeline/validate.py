@@ -1,0 +1,199 @@
+"""Validation: standardise a text frame, run the dataset's pandera schema, split the rows.
+
+Every input row ends up in exactly one place: ``clean`` (loadable) or ``quarantined`` (at
+least one error-severity failure). Rows that fail only warning-severity checks stay clean and
+are counted. ``failures`` holds one record per failed check, the shape of the quarantine table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pandera.errors as pa_errors
+
+from healthetl.config import PipelineOptions
+from healthetl.datasets.spec import CompiledDataset, Dataset, Rule, compile_dataset, key_series
+from healthetl.errors import DataContractError
+from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW
+
+FAILURE_COLUMNS = [
+    "source_file",
+    "source_row",
+    "column_name",
+    "rule",
+    "severity",
+    "reason",
+    "original",
+]
+
+
+@dataclass
+class BatchResult:
+    clean: pd.DataFrame
+    failures: pd.DataFrame
+    rows_in: int
+    rows_quarantined: int
+    rows_warned: int
+
+
+@dataclass
+class ValidationSummary:
+    """Counts over every batch of one validation session (the DQ report's body)."""
+
+    dataset: str
+    rows_in: int = 0
+    rows_valid: int = 0
+    rows_quarantined: int = 0
+    rows_warned: int = 0
+    by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    skipped_checks: list[str] = field(default_factory=list)
+
+    def add(self, batch: BatchResult) -> None:
+        self.rows_in += batch.rows_in
+        self.rows_valid += len(batch.clean)
+        self.rows_quarantined += batch.rows_quarantined
+        self.rows_warned += batch.rows_warned
+        for rec in batch.failures[["column_name", "rule", "severity"]].itertuples(index=False):
+            self.by_rule[(rec.column_name, rec.rule, rec.severity)] += 1
+
+    @property
+    def errors(self) -> int:
+        return sum(n for (_, _, sev), n in self.by_rule.items() if sev == "error")
+
+    @property
+    def warnings(self) -> int:
+        return sum(n for (_, _, sev), n in self.by_rule.items() if sev == "warning")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "rows_in": self.rows_in,
+            "rows_valid": self.rows_valid,
+            "rows_quarantined": self.rows_quarantined,
+            "rows_warned": self.rows_warned,
+            "failures": {"error": self.errors, "warning": self.warnings},
+            "checks": [
+                {"column": col, "rule": rule, "severity": sev, "failed_rows": n}
+                for (col, rule, sev), n in sorted(self.by_rule.items())
+            ],
+            "skipped_checks": self.skipped_checks,
+        }
+
+
+class Validator:
+    """One validation session: duplicate keys are tracked across all its batches."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        options: PipelineOptions,
+        known_keys: Mapping[str, pd.Index] | None = None,
+    ) -> None:
+        self.dataset = dataset
+        self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys)
+        self.summary = ValidationSummary(dataset.name, skipped_checks=list(self.compiled.skipped))
+
+    def validate(self, raw: pd.DataFrame) -> BatchResult:
+        compiled = self.compiled
+        std = compiled.standardise(raw)
+        self._check_contract(raw, std)
+        try:
+            compiled.schema.validate(std, lazy=True)
+            cases = None
+        except pa_errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        failures = self._failures(raw, std, cases)
+
+        error_rows = set(failures.loc[failures["severity"] == "error", "_index"])
+        warn_rows = set(failures.loc[failures["severity"] == "warning", "_index"]) - error_rows
+        keep = ~std.index.isin(list(error_rows))
+        clean = std.loc[keep].copy()
+        for col in LINEAGE:
+            clean[col] = raw.loc[keep, col]
+        if self.dataset.primary_key:
+            compiled.keys.add(key_series(clean, self.dataset.primary_key))
+        result = BatchResult(
+            clean=clean,
+            failures=failures.drop(columns="_index"),
+            rows_in=len(raw),
+            rows_quarantined=len(error_rows),
+            rows_warned=len(warn_rows),
+        )
+        self.summary.add(result)
+        return result
+
+    def _check_contract(self, raw: pd.DataFrame, std: pd.DataFrame) -> None:
+        missing = [c.name for c in self.dataset.columns if c.required and c.name not in std.columns]
+        if missing:
+            name = raw[SOURCE_FILE].iloc[0] if len(raw) else "input"
+            found = ", ".join(c for c in raw.columns if c not in LINEAGE) or "none"
+            raise DataContractError(
+                f"{name}: missing required column(s) {', '.join(missing)} "
+                f"for dataset {self.dataset.name!r} (found: {found})"
+            )
+
+    def _failures(
+        self, raw: pd.DataFrame, std: pd.DataFrame, cases: pd.DataFrame | None
+    ) -> pd.DataFrame:
+        if cases is None or cases.empty:
+            return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
+        whole = cases[cases["index"].isna()]
+        if not whole.empty:
+            first = whole.iloc[0]
+            raise DataContractError(
+                f"{self.dataset.name}: the batch failed {first['check']} "
+                f"on column {first['column']}"
+            )
+        records: list[dict[str, Any]] = []
+        seen: set[tuple[int, str, str]] = set()
+        for case in cases.itertuples(index=False):
+            idx = int(case.index)
+            rule = self._rule_for(case)
+            key = (idx, rule.column or "", rule.name)
+            if key in seen:  # a frame-level check reports each column of the row
+                continue
+            seen.add(key)
+            value = std.at[idx, rule.column] if rule.column in std.columns else None
+            if rule.name == "duplicate_key" and len(self.dataset.primary_key) == 1:
+                value = std.at[idx, self.dataset.primary_key[0]]
+            records.append(
+                {
+                    "_index": idx,
+                    "column_name": rule.column,
+                    "rule": rule.name,
+                    "severity": rule.severity,
+                    "reason": rule.reason(None if pd.isna(value) else value),
+                }
+            )
+        out = pd.DataFrame.from_records(records)
+        rows = raw.loc[out["_index"]]
+        out["source_file"] = rows[SOURCE_FILE].to_numpy()
+        out["source_row"] = rows[SOURCE_ROW].to_numpy()
+        out["original"] = [_original_json(raw, i) for i in out["_index"]]
+        out = out.sort_values(["source_row", "column_name", "rule"], kind="stable")
+        return out[[*FAILURE_COLUMNS, "_index"]].reset_index(drop=True)
+
+    def _rule_for(self, case: Any) -> Rule:
+        compiled = self.compiled
+        if case.check == "not_nullable":
+            return compiled.required_rules[case.column]
+        column = None if case.schema_context == "DataFrameSchema" else case.column
+        number = int(case.check_number) if case.check_number is not None else -1
+        try:
+            return compiled.rules[(column, number)]
+        except KeyError:
+            # a pandera-internal check (e.g. dtype); treat it as a contract failure
+            raise DataContractError(
+                f"{self.dataset.name}: column {case.column} failed {case.check}"
+            ) from None
+
+
+def _original_json(raw: pd.DataFrame, idx: int) -> str:
+    row = raw.loc[idx]
+    values = {k: (None if pd.isna(v) else v) for k, v in row.items() if k not in LINEAGE}
+    return json.dumps(values, ensure_ascii=False, default=str)
