@@ -45,9 +45,9 @@ def standardise_date(s: pd.Series, order: str = "MDY") -> pd.Series:
 
     Accepted: ``YYYY-MM-DD`` and ``YYYY/MM/DD`` (also with a midnight time, as spreadsheet
     date cells come out), and ``MM/DD/YYYY`` (or ``DD/MM/YYYY`` with ``order="DMY"``).
-    The layout is decided per value, never from the first row. Impossible calendar dates
-    (2025-02-30) are left unchanged so the date check rejects them. No datetime64 is
-    involved, so years past 2262 are still represented (and judged by the window check).
+    The layout is decided per value, never from the first row. Whether the date exists
+    (2025-02-30 does not) is the date check's decision (:func:`is_real_date`). No datetime64
+    is involved, so years past 2262 are still represented (and judged by the window check).
     """
     s = blank_to_na(s)
     ymd = s.str.extract(
@@ -61,17 +61,21 @@ def standardise_date(s: pd.Series, order: str = "MDY") -> pd.Series:
     parsed = year.notna()
     if not parsed.any():
         return s
-    y = pd.to_numeric(year, errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    m = pd.to_numeric(month, errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    d = pd.to_numeric(day, errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    iso = year.str.zfill(4) + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
+    return iso.where(parsed, s)
+
+
+def is_real_date(s: pd.Series) -> pd.Series:
+    """True where the text is an ISO ``YYYY-MM-DD`` date that exists on the calendar."""
+    parts = s.str.extract(r"^(\d{4})-(\d{2})-(\d{2})$", expand=True)
+    shaped = parts[0].notna().to_numpy()
+    y = pd.to_numeric(parts[0], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    m = pd.to_numeric(parts[1], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    d = pd.to_numeric(parts[2], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     month_ok = (m >= 1) & (m <= 12)
     limit = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + ((m == 2) & leap)
-    valid = parsed.to_numpy() & month_ok & (d >= 1) & (d <= limit) & (y >= 1)
-    if not valid.any():
-        return s
-    iso = year.str.zfill(4) + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
-    return iso.where(valid, s)
+    return pd.Series(shaped & month_ok & (d >= 1) & (d <= limit) & (y >= 1), index=s.index)
 
 
 def vocabulary_key(s: pd.Series) -> pd.Series:

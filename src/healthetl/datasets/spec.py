@@ -217,7 +217,7 @@ def compile_dataset(
             )
         elif col.type == "date":
             add(
-                pa.Check.str_matches(f"^{checks.ISO_DATE_PATTERN}$"),
+                pa.Check(checks.is_real_date, element_wise=False),
                 rule(
                     "date",
                     col.name,
@@ -291,8 +291,7 @@ def compile_dataset(
 
 def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
     def in_window(s: pd.Series) -> pd.Series:
-        is_iso = s.str.fullmatch(checks.ISO_DATE_PATTERN).fillna(False)
-        return ~is_iso | ((s >= lo) & (s <= hi))
+        return ~checks.is_real_date(s) | ((s >= lo) & (s <= hi))
 
     return in_window
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -207,11 +208,18 @@ def load(
                     f"{counts.duplicates_dropped}; nothing was loaded"
                 )
             state.finish_run(conn, run_id, counts)
-    except sa.exc.DBAPIError as exc:
-        message = f"{name}: load failed, nothing was written: {first_line(exc.orig or exc)}"
+    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+        text = first_line(orig or exc)
+        message = f"{name}: load failed, nothing was written: {text}"
         state.fail_run(engine, run_id, message, counts)
         progress("done", {"pipeline": name, "status": "failed"})
-        raise DatabaseError(message) from None
+        hint = None
+        if "duplicate key" in text or "UNIQUE constraint" in text:
+            hint = "rows with these keys are already loaded: use --mode merge or replace"
+        elif "foreign key" in text.lower():
+            hint = "other tables still reference rows this load would remove"
+        raise DatabaseError(message, hint=hint) from None
     except BaseException as exc:
         message = str(exc) if isinstance(exc, HealthetlError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):

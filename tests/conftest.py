@@ -1,0 +1,121 @@
+"""Shared fixtures. PostgreSQL tests use HEALTHETL_TEST_DATABASE_URL (a server reachable with
+that URL), create a uniquely named database per test and drop it afterwards. Without a server
+they skip, except under CI=true, where a missing server fails the run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from healthetl.cli import app
+
+DATA = Path(__file__).parent / "data"
+VIP = DATA / "vip-healthtech"
+REPO = Path(__file__).resolve().parent.parent
+PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def pg_admin_url() -> str:
+    return os.environ.get("HEALTHETL_TEST_DATABASE_URL", PG_DEFAULT)
+
+
+def _pg_reachable(url: str) -> str | None:
+    try:
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        engine.dispose()
+        return None
+    except Exception as exc:  # any reason at all means: no usable server
+        return str(exc).splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    url = pg_admin_url()
+    problem = _pg_reachable(url)
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true but PostgreSQL at {url} is unreachable: {problem}")
+        pytest.skip(f"PostgreSQL not reachable at {url} ({problem}); "
+                    "set HEALTHETL_TEST_DATABASE_URL")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test."""
+    name = f"healthetl_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = sa.make_url(pg_server).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test against SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'test.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def cli(runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Invoke the CLI in a clean working folder with no database in the environment."""
+    monkeypatch.delenv("HEALTHETL_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(*args: str, input: bytes | str | None = None):  # type: ignore[no-untyped-def]
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def vip_project(tmp_path: Path) -> Path:
+    """The clinic's project: both real workbooks and a project file, in a temp folder."""
+    folder = tmp_path / "project"
+    (folder / "data").mkdir(parents=True)
+    shutil.copy(VIP / "doctors.xlsx", folder / "data")
+    shutil.copy(VIP / "appointments.xlsx", folder / "data")
+    (folder / "healthetl.toml").write_text(
+        """
+[[pipelines]]
+name = "appointments"
+dataset = "appointments"
+source = "data/appointments.xlsx"
+[pipelines.date_window]
+booking_date = ["2025-01-01", "2026-12-31"]
+
+[[pipelines]]
+name = "doctors"
+dataset = "doctors"
+source = "data/doctors.xlsx"
+""",
+        encoding="utf-8",
+    )
+    return folder / "healthetl.toml"
