@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthetl.checks import resolve_bound
 from healthetl.errors import ConfigError, UsageError
 
 PROJECT_FILE = "healthetl.toml"
@@ -100,6 +101,11 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     for column, bounds in (raw.get("date_window") or {}).items():
         if not (isinstance(bounds, list | tuple) and len(bounds) == 2):
             raise ConfigError(f"{where}: date_window.{column} must be [min, max]")
+        for bound in bounds:
+            try:
+                resolve_bound(str(bound))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: date_window.{column}: {exc}") from None
         window[str(column)] = (str(bounds[0]), str(bounds[1]))
     severity = {str(k): str(v) for k, v in (raw.get("severity") or {}).items()}
     for key, value in severity.items():

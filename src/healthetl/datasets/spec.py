@@ -304,6 +304,8 @@ def _standardiser(
         out: dict[str, pd.Series] = {}
         for col in dataset.columns:
             if col.name not in frame.columns:
+                if not col.required:  # an optional column may be absent from a file
+                    out[col.name] = pd.Series(pd.NA, index=frame.index, dtype="str")
                 continue
             s = frame[col.name]
             if col.type == "integer":

@@ -132,7 +132,8 @@ def _csv_header(path: str, encoding: str) -> list[str]:
         try:
             header = next(csv.reader(fh), None)
         except UnicodeDecodeError:
-            raise SourceError(_encoding_message(path, encoding, 1)) from None
+            bad = _first_bad_line(path, encoding)
+            raise SourceError(_encoding_message(path, encoding, bad)) from None
         except EOFError as exc:
             raise SourceError(f"{path}: compressed file is truncated ({exc})") from None
         except OSError as exc:
