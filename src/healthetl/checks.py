@@ -10,11 +10,13 @@ it and the row goes to quarantine with the original value intact.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 INTEGER_PATTERN = r"-?\d{1,18}"
 ISO_DATE_PATTERN = r"\d{4}-\d{2}-\d{2}"
@@ -28,6 +30,30 @@ def blank_to_na(s: pd.Series) -> pd.Series:
     return s.mask(s == "")
 
 
+def as_arrow(s: pd.Series) -> pa.Array:
+    """The text of a series as one Arrow ``string`` array (no copy when already Arrow-backed)."""
+    arr = pa.array(s, from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    return arr.cast(pa.string()) if arr.type != pa.string() else arr
+
+
+def _series(arr: pa.Array, like: pd.Series) -> pd.Series:
+    return pd.Series(arr.to_pandas(types_mapper={pa.string(): like.dtype}.get), index=like.index)
+
+
+def _rewrite_where_needed(
+    arr: pa.Array, canonical: str, rewrite: Callable[[pa.Array], pa.Array]
+) -> pa.Array:
+    """Apply ``rewrite`` only to the values not already matching ``canonical``."""
+    ok = pc.fill_null(pc.match_substring_regex(arr, canonical), True)
+    if pc.all(ok).as_py():
+        return arr
+    todo = pc.invert(ok)
+    fixed = rewrite(pc.filter(arr, todo))
+    return pc.replace_with_mask(arr, todo, fixed)
+
+
 def standardise_integer(s: pd.Series) -> pd.Series:
     """'  +0042 ' -> '42'; '44.0' (a spreadsheet's float rendering) -> '44'.
 
@@ -35,9 +61,21 @@ def standardise_integer(s: pd.Series) -> pd.Series:
     as it is, and the integer check rejects it: an identifier is never guessed or rounded.
     """
     s = blank_to_na(s)
-    s = s.str.replace(r"^\+", "", regex=True)
-    s = s.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
-    return s.str.replace(r"^(-?)0+(?=\d)", r"\1", regex=True)
+
+    def rewrite(arr: pa.Array) -> pa.Array:
+        arr = pc.replace_substring_regex(arr, r"^\+", "")
+        arr = pc.replace_substring_regex(arr, r"^(-?\d+)\.0+$", r"\1")
+        return pc.replace_substring_regex(arr, r"^(-?)0+(\d)", r"\1\2")
+
+    return _series(_rewrite_where_needed(as_arrow(s), r"^(?:0|-?[1-9]\d*)$", rewrite), s)
+
+
+_DATE = (
+    r"^(?:(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})(?:[ T]00:00(?::00(?:\.0+)?)?)?"
+    r"|(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<y2>\d{4}))$"
+)
+_ISO = r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})$"
+ISO_SHAPE = r"^\d{4}-\d{2}-\d{2}$"
 
 
 def standardise_date(s: pd.Series, order: str = "MDY") -> pd.Series:
@@ -50,28 +88,42 @@ def standardise_date(s: pd.Series, order: str = "MDY") -> pd.Series:
     is involved, so years past 2262 are still represented (and judged by the window check).
     """
     s = blank_to_na(s)
-    ymd = s.str.extract(
-        r"^(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[ T]00:00(?::00(?:\.0+)?)?)?$", expand=True
-    )
-    xy = s.str.extract(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$", expand=True)
-    first, second = (1, 0) if order == "DMY" else (0, 1)
-    year = ymd[0].fillna(xy[2])
-    month = ymd[1].fillna(xy[first])
-    day = ymd[2].fillna(xy[second])
-    parsed = year.notna()
-    if not parsed.any():
-        return s
-    iso = year.str.zfill(4) + "-" + month.str.zfill(2) + "-" + day.str.zfill(2)
-    return iso.where(parsed, s)
+    month_f, day_f = ("b", "a") if order == "DMY" else ("a", "b")
+
+    def rewrite(arr: pa.Array) -> pa.Array:
+        parts = pc.extract_regex(arr, _DATE)
+
+        def field(name: str) -> pa.Array:
+            # RE2 gives an empty string for a group of the branch that did not match
+            values = pc.struct_field(parts, name)
+            return pc.if_else(pc.equal(values, ""), None, values)
+
+        year = pc.coalesce(field("y"), field("y2"))
+        month = pc.coalesce(field("m"), field(month_f))
+        day = pc.coalesce(field("d"), field(day_f))
+        iso = pc.binary_join_element_wise(
+            year, pc.utf8_lpad(month, 2, "0"), pc.utf8_lpad(day, 2, "0"), "-"
+        )
+        return pc.coalesce(iso, arr)
+
+    return _series(_rewrite_where_needed(as_arrow(s), ISO_SHAPE, rewrite), s)
+
+
+def is_iso_shaped(s: pd.Series) -> pd.Series:
+    found = pc.fill_null(pc.match_substring_regex(as_arrow(s), ISO_SHAPE), False)
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=s.index)
 
 
 def is_real_date(s: pd.Series) -> pd.Series:
     """True where the text is an ISO ``YYYY-MM-DD`` date that exists on the calendar."""
-    parts = s.str.extract(r"^(\d{4})-(\d{2})-(\d{2})$", expand=True)
-    shaped = parts[0].notna().to_numpy()
-    y = pd.to_numeric(parts[0], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    m = pd.to_numeric(parts[1], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
-    d = pd.to_numeric(parts[2], errors="coerce").fillna(0).to_numpy(dtype=np.int64)
+    parts = pc.extract_regex(as_arrow(s), _ISO)
+    shaped = pc.is_valid(parts).to_numpy(zero_copy_only=False)
+
+    def number(field: str) -> np.ndarray:
+        values = pc.cast(pc.struct_field(parts, field), pa.int64())
+        return pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+
+    y, m, d = number("y"), number("m"), number("d")
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)
     month_ok = (m >= 1) & (m <= 12)
     limit = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + ((m == 2) & leap)

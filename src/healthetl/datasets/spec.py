@@ -16,9 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 import sqlalchemy as sa
 
 from healthetl import checks
@@ -131,20 +132,26 @@ def _fmt(value: Any) -> str:
 
 
 class KeyTracker:
-    """Keys already accepted in this run, across chunks, to report later duplicates."""
+    """Keys already accepted in this run, across chunks, to report later duplicates.
+
+    Hash-based (Arrow ``is_in``): linear in the number of keys.
+    """
 
     def __init__(self) -> None:
-        self._seen: np.ndarray = np.array([], dtype=object)
+        self._seen: list[pyarrow.Array] = []
 
     def duplicated(self, keys: pd.Series) -> pd.Series:
-        within = keys.duplicated(keep="first")
-        before = pd.Series(np.isin(keys.to_numpy(dtype=object), self._seen), index=keys.index)
-        return within | before
+        dup = keys.duplicated(keep="first").to_numpy()
+        if self._seen:
+            seen = pyarrow.concat_arrays(self._seen) if len(self._seen) > 1 else self._seen[0]
+            found = pc.is_in(checks.as_arrow(keys), value_set=seen)
+            dup = dup | pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+        return pd.Series(dup, index=keys.index)
 
     def add(self, keys: pd.Series) -> None:
-        fresh = keys.dropna().to_numpy(dtype=object)
+        fresh = checks.as_arrow(keys.dropna())
         if len(fresh):
-            self._seen = np.concatenate([self._seen, fresh])
+            self._seen = [pyarrow.concat_arrays([*self._seen, fresh])]
 
 
 def key_series(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
@@ -291,7 +298,8 @@ def compile_dataset(
 
 def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
     def in_window(s: pd.Series) -> pd.Series:
-        return ~checks.is_real_date(s) | ((s >= lo) & (s <= hi))
+        # only judges well-formed dates; the date check reports the others
+        return ~checks.is_iso_shaped(s) | ((s >= lo) & (s <= hi))
 
     return in_window
 

@@ -188,18 +188,22 @@ def load(
                 dataset.column_names,
                 mode=mode,
                 run_id=run_id,
+                dataset=dataset.name,
                 key=dataset.primary_key,
             )
             writer.prepare()
-            for frame in frames_from(sources, options):
-                batch = validator.validate(frame)
-                writer.write(batch.clean)
-                bulk.write_quarantine(conn, batch.failures, run_id=run_id, dataset=dataset.name)
-                counts.rows_in += batch.rows_in
-                counts.rows_quarantined += batch.rows_quarantined
-                counts.rows_warned += batch.rows_warned
-                progress("batch", {"pipeline": name, "rows": counts.rows_in})
-            writer.finish()
+            try:
+                for frame in frames_from(sources, options):
+                    batch = validator.validate(frame)
+                    writer.write(batch.clean, batch.failures)
+                    counts.rows_in += batch.rows_in
+                    counts.rows_quarantined += batch.rows_quarantined
+                    counts.rows_warned += batch.rows_warned
+                    progress("batch", {"pipeline": name, "rows": counts.rows_in})
+                writer.finish()
+            except BaseException:
+                writer.abort()
+                raise
             counts.rows_loaded = writer.rows
             if not counts.balanced:
                 raise AccountingError(

@@ -7,7 +7,6 @@ are counted. ``failures`` holds one record per failed check, the shape of the qu
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -58,8 +57,10 @@ class ValidationSummary:
         self.rows_valid += len(batch.clean)
         self.rows_quarantined += batch.rows_quarantined
         self.rows_warned += batch.rows_warned
-        for rec in batch.failures[["column_name", "rule", "severity"]].itertuples(index=False):
-            self.by_rule[(rec.column_name, rec.rule, rec.severity)] += 1
+        if not batch.failures.empty:
+            counts = batch.failures.value_counts(["column_name", "rule", "severity"], sort=False)
+            for (column, rule, severity), n in counts.items():
+                self.by_rule[(column, rule, severity)] += int(n)
 
     @property
     def errors(self) -> int:
@@ -149,32 +150,37 @@ class Validator:
                 f"{self.dataset.name}: the batch failed {first['check']} "
                 f"on column {first['column']}"
             )
-        records: list[dict[str, Any]] = []
-        seen: set[tuple[int, str, str]] = set()
-        for case in cases.itertuples(index=False):
-            idx = int(case.index)
-            rule = self._rule_for(case)
-            key = (idx, rule.column or "", rule.name)
-            if key in seen:  # a frame-level check reports each column of the row
-                continue
-            seen.add(key)
-            value = std.at[idx, rule.column] if rule.column in std.columns else None
-            if rule.name == "duplicate_key" and len(self.dataset.primary_key) == 1:
-                value = std.at[idx, self.dataset.primary_key[0]]
-            records.append(
-                {
-                    "_index": idx,
-                    "column_name": rule.column,
-                    "rule": rule.name,
-                    "severity": rule.severity,
-                    "reason": rule.reason(None if pd.isna(value) else value),
-                }
+        parts: list[pd.DataFrame] = []
+        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
+        groups = cases.groupby(
+            [combos[c].fillna("") for c in combos.columns], sort=False, dropna=False
+        )
+        for _, group in groups:
+            rule = self._rule_for(group.iloc[0])
+            index = group["index"].astype("int64").drop_duplicates()
+            if rule.column in std.columns:
+                values = std.loc[index.to_numpy(), rule.column]
+            elif rule.name == "duplicate_key":
+                values = key_series(std.loc[index.to_numpy()], self.dataset.primary_key)
+            else:
+                values = pd.Series([None] * len(index))
+            reasons = _reasons(rule, values)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "_index": index.to_numpy(),
+                        "column_name": rule.column,
+                        "rule": rule.name,
+                        "severity": rule.severity,
+                        "reason": reasons,
+                    }
+                )
             )
-        out = pd.DataFrame.from_records(records)
+        out = pd.concat(parts, ignore_index=True)
         rows = raw.loc[out["_index"]]
         out["source_file"] = rows[SOURCE_FILE].to_numpy()
         out["source_row"] = rows[SOURCE_ROW].to_numpy()
-        out["original"] = [_original_json(raw, i) for i in out["_index"]]
+        out["original"] = _original_json(raw, out["_index"])
         out = out.sort_values(["source_row", "column_name", "rule"], kind="stable")
         return out[[*FAILURE_COLUMNS, "_index"]].reset_index(drop=True)
 
@@ -193,7 +199,24 @@ class Validator:
             ) from None
 
 
-def _original_json(raw: pd.DataFrame, idx: int) -> str:
-    row = raw.loc[idx]
-    values = {k: (None if pd.isna(v) else v) for k, v in row.items() if k not in LINEAGE}
-    return json.dumps(values, ensure_ascii=False, default=str)
+def _reasons(rule: Rule, values: pd.Series) -> list[str]:
+    """One reason per failing value, formatted once per distinct value."""
+    if not rule.shows_value:
+        return [rule.reason(None)] * len(values)
+    plain = values.astype(object).where(values.notna(), None).to_numpy()
+    cache: dict[Any, str] = {}
+    out = []
+    for v in plain:
+        text = cache.get(v)
+        if text is None:
+            text = cache[v] = rule.reason(v)
+        out.append(text)
+    return out
+
+
+def _original_json(raw: pd.DataFrame, index: pd.Series) -> list[str]:
+    """Each row as received (lineage columns aside), as one JSON object per row."""
+    cols = [c for c in raw.columns if c not in LINEAGE]
+    rows = raw.loc[index.to_numpy(), cols]
+    text = rows.to_json(orient="records", lines=True, force_ascii=False)
+    return text.rstrip("\n").split("\n") if len(rows) else []

@@ -23,6 +23,19 @@ SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
 
+def _bounded_arrow_memory() -> None:
+    """Use jemalloc with immediate decay for Arrow buffers: chunks are freed back to the
+    system as the stream moves on, so peak memory stays flat as files grow (measured in
+    benchmarks/load_bench.py; mimalloc, the default, keeps freed pages)."""
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+        pa.jemalloc_set_decay_ms(0)
+    except (NotImplementedError, pa.ArrowNotImplementedError):  # a build without jemalloc
+        pass
+
+
+_bounded_arrow_memory()
+
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 
 
@@ -182,7 +195,7 @@ def _read_csv(path: str, chunk_size: int, encoding: str) -> Iterator[pd.DataFram
     delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
     read_opts = pacsv.ReadOptions(
         encoding="utf8" if codecs.lookup(encoding).name == "utf-8" else encoding,
-        block_size=8 << 20,
+        block_size=4 << 20,
         skip_rows=1,
         column_names=_unique_names([normalise_name(n) for n in names]),
     )
