@@ -209,9 +209,7 @@ def _prepare(admin_url: str) -> tuple[str, str]:
     engine = create(url)
     migrate.upgrade(engine)
     doctors = OUT / "doctors.csv"
-    doctors.write_text(
-        "doctor_id,name,specialty\n" + "".join(f"{i},Dr. {i},Vein\n" for i in range(100, 105))
-    )
+    doctors.write_text("doctor_id,name,specialty\n" + "".join(f"{i},Dr. {i},Vein\n" for i in range(100, 105)))
     load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions())
     with engine.begin() as conn:
         # the baselines' table: same columns and the same primary key as appointments, as text
@@ -276,10 +274,7 @@ def main() -> None:
         f"\n{args.rows:,} appointment rows, {size_mb:.0f} MB CSV, PostgreSQL, "
         f"median of {args.repeat} run(s)\n"
     )
-    print(
-        f"{'contender':<46}{'wall s':>8}{'rows/s':>11}{'peak MB':>9}{'x COPY':>8}"
-        f"{'x typed COPY':>14}"
-    )
+    print(f"{'contender':<46}{'wall s':>8}{'rows/s':>11}{'peak MB':>9}{'x COPY':>8}{'x typed COPY':>14}")
     base = statistics.median(r["seconds"] for r in results["raw_copy"])
     typed = statistics.median(r["seconds"] for r in results["raw_copy_typed"])
     labels = {

@@ -44,8 +44,7 @@ def pg_server() -> str:
     if problem:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but PostgreSQL at {url} is unreachable: {problem}")
-        pytest.skip(f"PostgreSQL not reachable at {url} ({problem}); "
-                    "set HEALTHETL_TEST_DATABASE_URL")
+        pytest.skip(f"PostgreSQL not reachable at {url} ({problem}); set HEALTHETL_TEST_DATABASE_URL")
     return url
 
 

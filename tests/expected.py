@@ -84,18 +84,33 @@ def clinic(folder: Path, window: tuple[date, date]) -> Clinic:
     seen: set[int] = set()
     for i, r in enumerate(_cells(folder / "appointments.xlsx"), start=1):
         result.rows_in += 1
-        booking, patient, doctor = _int(r["booking_id"]), _int(r["patient_id"]), _int(r["doctor_id"])
+        booking, patient, doctor = (
+            _int(r["booking_id"]),
+            _int(r["patient_id"]),
+            _int(r["doctor_id"]),
+        )
         day = _date(r["booking_date"])
         status = STATUS.get(re.sub(r"[^a-z]", "", str(r["status"] or "").lower()))
         ok = (
-            booking is not None and booking not in seen and patient is not None
-            and doctor in doctors and day is not None and window[0] <= day <= window[1]
+            booking is not None
+            and booking not in seen
+            and patient is not None
+            and doctor in doctors
+            and day is not None
+            and window[0] <= day <= window[1]
             and status is not None
         )
         if not ok:
             result.rejected_rows.add(i)
             continue
         seen.add(booking)  # type: ignore[arg-type]
-        result.valid.append({"booking_id": booking, "patient_id": patient, "doctor_id": doctor,
-                             "booking_date": day, "status": status})
+        result.valid.append(
+            {
+                "booking_id": booking,
+                "patient_id": patient,
+                "doctor_id": doctor,
+                "booking_date": day,
+                "status": status,
+            }
+        )
     return result

@@ -31,8 +31,9 @@ def test_unreadable_dates_pass_through_for_the_check_to_reject() -> None:
 
 
 def test_real_dates_include_leap_years_and_far_years() -> None:
-    got = checks.is_real_date(s("2024-02-29", "2025-02-29", "1900-02-29", "2000-02-29",
-                                "2355-10-24", "2025-04-31"))
+    got = checks.is_real_date(
+        s("2024-02-29", "2025-02-29", "1900-02-29", "2000-02-29", "2355-10-24", "2025-04-31")
+    )
     assert got.tolist() == [True, False, False, True, True, False]
 
 
@@ -44,15 +45,21 @@ def test_integer_identifiers_are_never_rounded() -> None:
 def test_vocabulary_maps_case_punctuation_and_variants() -> None:
     table = checks.alias_table({"confirmed": ("confirm",), "cancelled": ("canceled",)})
     out = checks.standardise_vocabulary(
-        s("Confirmed", "confirmed.", " cancelled ", "canceled", "pending", None), table)
+        s("Confirmed", "confirmed.", " cancelled ", "canceled", "pending", None), table
+    )
     assert out.tolist()[:5] == ["confirmed", "confirmed", "cancelled", "cancelled", "pending"]
     assert pd.isna(out.iloc[5])
 
 
-@pytest.mark.parametrize(("bound", "expected"), [
-    ("2025-01-01", "2025-01-01"), ("today", "2026-03-01"), ("today+2y", "2028-03-01"),
-    ("today-10d", "2026-02-19"),
-])
+@pytest.mark.parametrize(
+    ("bound", "expected"),
+    [
+        ("2025-01-01", "2025-01-01"),
+        ("today", "2026-03-01"),
+        ("today+2y", "2028-03-01"),
+        ("today-10d", "2026-02-19"),
+    ],
+)
 def test_window_bounds(bound: str, expected: str) -> None:
     assert checks.resolve_bound(bound, today=date(2026, 3, 1)) == expected
 

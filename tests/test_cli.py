@@ -15,9 +15,23 @@ from healthetl.config import load_project, resolve_database_url
 from healthetl.db.engine import mask_url, normalise_url
 
 COMMANDS = [
-    ["init"], ["extract"], ["validate"], ["load"], ["run"], ["query"], ["report"],
-    ["db"], ["db", "upgrade"], ["db", "downgrade"], ["db", "current"], ["db", "history"],
-    ["state"], ["state", "show"], ["dataset"], ["dataset", "list"], ["dataset", "show"],
+    ["init"],
+    ["extract"],
+    ["validate"],
+    ["load"],
+    ["run"],
+    ["query"],
+    ["report"],
+    ["db"],
+    ["db", "upgrade"],
+    ["db", "downgrade"],
+    ["db", "current"],
+    ["db", "history"],
+    ["state"],
+    ["state", "show"],
+    ["dataset"],
+    ["dataset", "list"],
+    ["dataset", "show"],
 ]
 
 
@@ -44,8 +58,7 @@ def test_every_registered_command_is_tested_for_help() -> None:
 
 def test_version_and_module_entry_point(cli) -> None:
     assert cli("--version").stdout.strip() == f"healthetl {__version__}"
-    done = subprocess.run([sys.executable, "-m", "healthetl", "--version"],
-                          capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "healthetl", "--version"], capture_output=True, text=True)
     assert done.stdout.strip() == f"healthetl {__version__}"
 
 

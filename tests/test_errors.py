@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from tests.conftest import VIP
 
 
@@ -43,8 +42,7 @@ def test_truncated_xlsx(cli, tmp_path: Path) -> None:
 def test_truncated_gzip_csv(cli, tmp_path: Path) -> None:
     import gzip
 
-    full = gzip.compress(("doctor_id,name\n" + "".join(
-        f"{i},Dr. {i}\n" for i in range(20000))).encode())
+    full = gzip.compress(("doctor_id,name\n" + "".join(f"{i},Dr. {i}\n" for i in range(20000))).encode())
     broken = tmp_path / "doctors.csv.gz"
     broken.write_bytes(full[: len(full) // 2])
     result = cli("validate", "doctors", broken)
@@ -61,8 +59,8 @@ def test_bad_encoding_names_the_line(cli, tmp_path: Path) -> None:
     assert "doctors.csv, line 3" in line and "encoding" in line
     # and the documented fix works
     (tmp_path / "healthetl.toml").write_text(
-        '[[pipelines]]\nname = "d"\ndataset = "doctors"\nsource = "doctors.csv"\n'
-        'encoding = "latin-1"\n')
+        '[[pipelines]]\nname = "d"\ndataset = "doctors"\nsource = "doctors.csv"\nencoding = "latin-1"\n'
+    )
     assert cli("validate", "doctors", src).exit_code == 0
 
 
@@ -104,8 +102,9 @@ def test_query_on_missing_sqlite_file(cli, tmp_path: Path) -> None:
 
 def test_rejects_never_echo_identifying_values(cli, tmp_path: Path) -> None:
     src = tmp_path / "a.csv"
-    src.write_text("booking_id,patient_id,doctor_id,booking_date,status\n"
-                   "1,PATIENT-XYZ-77,100,2025-10-20,confirmed\n")
+    src.write_text(
+        "booking_id,patient_id,doctor_id,booking_date,status\n1,PATIENT-XYZ-77,100,2025-10-20,confirmed\n"
+    )
     rejects = tmp_path / "rej.csv"
     result = cli("validate", "appointments", src, "--rejects", rejects, "--fail-on", "never")
     assert result.exit_code == 0
@@ -122,8 +121,10 @@ def test_project_file_errors_are_usage_errors(cli, tmp_path: Path) -> None:
     assert "missing required key 'source'" in _one_line_error(result.output)
     cfg.write_text("[[pipelines]\n")
     assert cli("run", "--config", cfg).exit_code == 2
-    cfg.write_text('[[pipelines]]\nname = "a"\ndataset = "appointments"\nsource = "a.csv"\n'
-                   '[pipelines.date_window]\nbooking_date = ["2025-01-01", "next week"]\n')
+    cfg.write_text(
+        '[[pipelines]]\nname = "a"\ndataset = "appointments"\nsource = "a.csv"\n'
+        '[pipelines.date_window]\nbooking_date = ["2025-01-01", "next week"]\n'
+    )
     result = cli("run", "--config", cfg)
     assert result.exit_code == 2 and "date_window.booking_date" in _one_line_error(result.output)
 
@@ -143,8 +144,7 @@ def test_debug_shows_a_traceback_only_when_asked(cli, tmp_path: Path, flag: list
     assert ("Traceback" in result.output) == bool(flag)
 
 
-def test_failed_load_is_recorded_and_the_next_run_completes(cli, vip_project: Path,
-                                                            sqlite_url: str) -> None:
+def test_failed_load_is_recorded_and_the_next_run_completes(cli, vip_project: Path, sqlite_url: str) -> None:
     data = vip_project.parent / "data"
     good = (data / "appointments.xlsx").read_bytes()
     assert cli("run", "--config", vip_project, "--db", sqlite_url).exit_code == 0
@@ -154,8 +154,7 @@ def test_failed_load_is_recorded_and_the_next_run_completes(cli, vip_project: Pa
     assert cli("run", "--config", vip_project, "--db", sqlite_url).exit_code == 0
     import json
 
-    runs = json.loads(cli("state", "show", "appointments", "-f", "json", "--db",
-                          sqlite_url).stdout)
+    runs = json.loads(cli("state", "show", "appointments", "-f", "json", "--db", sqlite_url).stdout)
     assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
     assert runs[0]["rows_loaded"] == runs[2]["rows_loaded"] > 0
     shutil.rmtree(data)

@@ -8,9 +8,9 @@ import sys
 
 import sqlalchemy as sa
 from alembic import command
+from tests.conftest import REPO
 
 from healthetl.db import migrate
-from tests.conftest import REPO
 
 HEALTHETL_TABLES = {"doctors", "appointments", "quarantine", "etl_runs"}
 
@@ -48,11 +48,21 @@ def test_models_and_migrations_do_not_drift(db_url: str) -> None:
 
 def test_developer_alembic_ini_entry_point(sqlite_url: str) -> None:
     env = {**os.environ, "HEALTHETL_DATABASE_URL": sqlite_url}
-    done = subprocess.run([sys.executable, "-m", "alembic", "upgrade", "head"], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "upgrade", "head"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
-    done = subprocess.run([sys.executable, "-m", "alembic", "check"], cwd=REPO, env=env,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "check"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert HEALTHETL_TABLES <= _tables(sqlite_url)
 

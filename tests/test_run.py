@@ -9,7 +9,6 @@ from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
-
 from tests.conftest import VIP
 from tests.expected import clinic
 
@@ -24,11 +23,15 @@ def _tables(url: str) -> dict[str, list[tuple[object, ...]]]:
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
         out = {
-            "doctors": conn.execute(sa.text(
-                "SELECT doctor_id, name, specialty FROM doctors ORDER BY doctor_id")).all(),
-            "appointments": conn.execute(sa.text(
-                "SELECT booking_id, patient_id, doctor_id, booking_date, status "
-                "FROM appointments ORDER BY booking_id")).all(),
+            "doctors": conn.execute(
+                sa.text("SELECT doctor_id, name, specialty FROM doctors ORDER BY doctor_id")
+            ).all(),
+            "appointments": conn.execute(
+                sa.text(
+                    "SELECT booking_id, patient_id, doctor_id, booking_date, status "
+                    "FROM appointments ORDER BY booking_id"
+                )
+            ).all(),
         }
     engine.dispose()
     return out
@@ -39,8 +42,7 @@ def test_run_loads_answers_and_accounts_for_every_row(cli, vip_project: Path, db
     result = cli("run", "--config", vip_project, "--db", db_url)
     assert result.exit_code == 0, result.output
     # doctors ran before appointments although the project file lists appointments first
-    assert result.output.index("doctors: succeeded") < result.output.index(
-        "appointments: succeeded")
+    assert result.output.index("doctors: succeeded") < result.output.index("appointments: succeeded")
 
     tables = _tables(db_url)
     assert len(tables["doctors"]) == len(expected.doctors)
@@ -55,8 +57,7 @@ def test_run_loads_answers_and_accounts_for_every_row(cli, vip_project: Path, db
     assert appts["rows_in"] == expected.rows_in
     assert appts["rows_loaded"] == len(expected.valid)
     assert appts["rows_quarantined"] == len(expected.rejected_rows)
-    assert appts["rows_in"] == appts["rows_loaded"] + appts["rows_quarantined"] + appts[
-        "duplicates_dropped"]
+    assert appts["rows_in"] == appts["rows_loaded"] + appts["rows_quarantined"] + appts["duplicates_dropped"]
     rules = {(c["column_name"], c["rule"]) for c in appts["checks"]}
     assert ("doctor_id", "foreign_key") in rules
     assert ("booking_id", "integer") in rules
@@ -66,11 +67,13 @@ def test_run_loads_answers_and_accounts_for_every_row(cli, vip_project: Path, db
     # the quarantine holds exactly the rejected source rows, each with run id and reason
     engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.connect() as conn:
-        q = conn.execute(sa.text(
-            "SELECT run_id, source_file, source_row, column_name, rule, reason, original "
-            "FROM quarantine WHERE dataset = 'appointments'")).all()
-        loaded_run_ids = set(conn.execute(sa.text(
-            "SELECT DISTINCT run_id FROM appointments")).scalars())
+        q = conn.execute(
+            sa.text(
+                "SELECT run_id, source_file, source_row, column_name, rule, reason, original "
+                "FROM quarantine WHERE dataset = 'appointments'"
+            )
+        ).all()
+        loaded_run_ids = set(conn.execute(sa.text("SELECT DISTINCT run_id FROM appointments")).scalars())
     engine.dispose()
     assert {r.source_row for r in q} == expected.rejected_rows
     assert {r.run_id for r in q} == {appts["run_id"]} == loaded_run_ids
@@ -85,18 +88,36 @@ def test_run_loads_answers_and_accounts_for_every_row(cli, vip_project: Path, db
     out = cli("query", "most-confirmed-doctor", "--format", "csv", "--db", db_url)
     assert out.exit_code == 0, out.output
     assert {(r["name"], int(r["confirmed_appointments"])) for r in _csv(out.stdout)} == {
-        (n, c) for n, c in per_doctor.items() if c == top}
+        (n, c) for n, c in per_doctor.items() if c == top
+    }
 
     out = cli("query", "confirmed-per-doctor", "--format", "json", "--db", db_url)
     assert {r["name"]: r["confirmed_appointments"] for r in json.loads(out.stdout)} == per_doctor
 
-    out = cli("query", "patient-confirmed-appointments", "--param", "patient_id=34",
-              "--format", "csv", "--db", db_url)
-    assert [int(r["booking_id"]) for r in _csv(out.stdout)] == sorted(
-        expected.patient_confirmed(34))
+    out = cli(
+        "query",
+        "patient-confirmed-appointments",
+        "--param",
+        "patient_id=34",
+        "--format",
+        "csv",
+        "--db",
+        db_url,
+    )
+    assert [int(r["booking_id"]) for r in _csv(out.stdout)] == sorted(expected.patient_confirmed(34))
 
-    out = cli("query", "cancelled-between", "--param", "start=2025-10-21",
-              "--param", "end=2025-10-24", "--format", "csv", "--db", db_url)
+    out = cli(
+        "query",
+        "cancelled-between",
+        "--param",
+        "start=2025-10-21",
+        "--param",
+        "end=2025-10-24",
+        "--format",
+        "csv",
+        "--db",
+        db_url,
+    )
     got = sorted(int(r["booking_id"]) for r in _csv(out.stdout))
     assert got == expected.cancelled_between(date(2025, 10, 21), date(2025, 10, 24))
     assert got  # the window is inclusive and not empty
@@ -113,11 +134,19 @@ def test_second_identical_run_leaves_identical_tables(cli, vip_project: Path, db
     assert len(runs) == 4 and {r["status"] for r in runs} == {"succeeded"}
 
 
-def test_run_selected_pipeline_and_log_file(cli, vip_project: Path, sqlite_url: str,
-                                            tmp_path: Path) -> None:
+def test_run_selected_pipeline_and_log_file(cli, vip_project: Path, sqlite_url: str, tmp_path: Path) -> None:
     log = tmp_path / "run.log"
-    result = cli("run", "--config", vip_project, "--db", sqlite_url, "--pipeline", "doctors",
-                 "--log-file", log)
+    result = cli(
+        "run",
+        "--config",
+        vip_project,
+        "--db",
+        sqlite_url,
+        "--pipeline",
+        "doctors",
+        "--log-file",
+        log,
+    )
     assert result.exit_code == 0, result.output
     text = log.read_text()
     assert "doctors: succeeded" in text and "appointments" not in text
@@ -125,8 +154,9 @@ def test_run_selected_pipeline_and_log_file(cli, vip_project: Path, sqlite_url: 
     assert [r["pipeline"] for r in runs] == ["doctors"]
 
 
-def test_run_fail_on_error_exits_1_when_rows_were_quarantined(cli, vip_project: Path,
-                                                             sqlite_url: str) -> None:
+def test_run_fail_on_error_exits_1_when_rows_were_quarantined(
+    cli, vip_project: Path, sqlite_url: str
+) -> None:
     result = cli("run", "--config", vip_project, "--db", sqlite_url, "--fail-on", "error")
     assert result.exit_code == 1
     # the load itself still committed: quarantine is not failure of the tool

@@ -15,7 +15,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-
 from tests.conftest import VIP
 from tests.expected import clinic
 
@@ -25,8 +24,15 @@ def test_extract_writes_text_columns_with_lineage(cli, tmp_path: Path) -> None:
     result = cli("extract", "appointments", VIP / "appointments.xlsx", "-o", out)
     assert result.exit_code == 0, result.output
     frame = pd.read_parquet(out)
-    assert list(frame.columns) == ["_source_file", "_source_row", "booking_id", "patient_id",
-                                   "doctor_id", "booking_date", "status"]
+    assert list(frame.columns) == [
+        "_source_file",
+        "_source_row",
+        "booking_id",
+        "patient_id",
+        "doctor_id",
+        "booking_date",
+        "status",
+    ]
     assert len(frame) == 1025
     assert frame["_source_row"].tolist() == list(range(1, 1026))
     assert set(frame["_source_file"]) == {"appointments.xlsx"}
@@ -54,7 +60,12 @@ def test_extract_normalises_column_names_and_reads_gzip(cli, tmp_path: Path) -> 
     out = tmp_path / "x.parquet"
     assert cli("extract", "appointments", src, "-o", out).exit_code == 0
     assert list(pd.read_parquet(out).columns)[2:] == [
-        "booking_id", "patient_id", "doctor_id", "booking_date", "status"]
+        "booking_id",
+        "patient_id",
+        "doctor_id",
+        "booking_date",
+        "status",
+    ]
 
 
 def test_extract_to_stdout_is_an_arrow_stream(cli) -> None:
@@ -65,24 +76,28 @@ def test_extract_to_stdout_is_an_arrow_stream(cli) -> None:
 
 
 def _write_csv(path: Path, rows: list[str]) -> Path:
-    path.write_text("booking_id,patient_id,doctor_id,booking_date,status\n" + "\n".join(rows)
-                    + "\n", encoding="utf-8")
+    path.write_text(
+        "booking_id,patient_id,doctor_id,booking_date,status\n" + "\n".join(rows) + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
 def test_validate_splits_rows_and_reports(cli, tmp_path: Path) -> None:
-    src = _write_csv(tmp_path / "a.csv", [
-        "1,10,100,10/20/2025,confirmed",        # valid, US layout
-        "2,11,100,2025/10/21, Cancelled. ",     # valid, other layout and messy status
-        "3,12,100,2025-02-30,confirmed",        # not a real date
-        "4,,100,2025-10-21,confirmed",          # missing patient (identifying: value not shown)
-        "5,14,100,2025-10-21,pending",          # unknown status, value named
-        "1,15,100,2025-10-22,confirmed",        # duplicate booking id
-        "9377952927E-5,16,100,2025-10-22,confirmed",  # scientific notation is not an integer
-    ])
+    src = _write_csv(
+        tmp_path / "a.csv",
+        [
+            "1,10,100,10/20/2025,confirmed",  # valid, US layout
+            "2,11,100,2025/10/21, Cancelled. ",  # valid, other layout and messy status
+            "3,12,100,2025-02-30,confirmed",  # not a real date
+            "4,,100,2025-10-21,confirmed",  # missing patient (identifying: value not shown)
+            "5,14,100,2025-10-21,pending",  # unknown status, value named
+            "1,15,100,2025-10-22,confirmed",  # duplicate booking id
+            "9377952927E-5,16,100,2025-10-22,confirmed",  # scientific notation is not an integer
+        ],
+    )
     clean, rejects, report = tmp_path / "clean.parquet", tmp_path / "rej.csv", tmp_path / "dq.json"
-    result = cli("validate", "appointments", src, "-o", clean, "--rejects", rejects,
-                 "--report", report)
+    result = cli("validate", "appointments", src, "-o", clean, "--rejects", rejects, "--report", report)
     assert result.exit_code == 1, result.output
     good = pd.read_parquet(clean)
     assert good["booking_id"].tolist() == ["1", "2"]
@@ -92,8 +107,11 @@ def test_validate_splits_rows_and_reports(cli, tmp_path: Path) -> None:
     by_row = {int(r.source_row): (r.column_name, r.rule, r.reason) for r in bad.itertuples()}
     assert by_row[3][:2] == ("booking_date", "date")
     assert by_row[4] == ("patient_id", "required", "patient_id is missing")
-    assert by_row[5] == ("status", "vocabulary",
-                         "unknown status 'pending' (expected one of confirmed, cancelled)")
+    assert by_row[5] == (
+        "status",
+        "vocabulary",
+        "unknown status 'pending' (expected one of confirmed, cancelled)",
+    )
     assert by_row[6][:2] == ("booking_id", "duplicate_key")
     assert by_row[7][:2] == ("booking_id", "integer")
     dq = json.loads(report.read_text())
@@ -115,7 +133,8 @@ def test_severity_warning_keeps_the_row(cli, tmp_path: Path) -> None:
     (tmp_path / "healthetl.toml").write_text(
         '[[pipelines]]\nname = "appts"\ndataset = "appointments"\nsource = "a.csv"\n'
         '[pipelines.date_window]\nbooking_date = ["2025-01-01", "2026-12-31"]\n'
-        '[pipelines.severity]\n"booking_date.date_window" = "warning"\n')
+        '[pipelines.severity]\n"booking_date.date_window" = "warning"\n'
+    )
     clean = tmp_path / "clean.csv"
     assert cli("validate", "appointments", src, "-o", clean).exit_code == 0
     assert cli("validate", "appointments", src, "--fail-on", "warning").exit_code == 1
@@ -134,8 +153,7 @@ def test_missing_required_column_fails_the_contract(cli, tmp_path: Path) -> None
 def test_validate_with_db_checks_references(cli, tmp_path: Path, sqlite_url: str) -> None:
     assert cli("db", "upgrade", "--db", sqlite_url).exit_code == 0
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", sqlite_url).exit_code == 0
-    src = _write_csv(tmp_path / "a.csv", ["1,10,100,2025-10-20,confirmed",
-                                          "2,10,105,2025-10-20,confirmed"])
+    src = _write_csv(tmp_path / "a.csv", ["1,10,100,2025-10-20,confirmed", "2,10,105,2025-10-20,confirmed"])
     rejects = tmp_path / "rej.ndjson"
     result = cli("validate", "appointments", src, "--db", sqlite_url, "--rejects", rejects)
     assert result.exit_code == 1
@@ -146,20 +164,19 @@ def test_validate_with_db_checks_references(cli, tmp_path: Path, sqlite_url: str
 def test_load_modes_and_transactional_failure(cli, tmp_path: Path, db_url: str) -> None:
     assert cli("db", "upgrade", "--db", db_url).exit_code == 0
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", db_url).exit_code == 0
-    first = _write_csv(tmp_path / "a.csv", ["1,10,100,2025-10-20,confirmed",
-                                            "2,11,101,2025-10-21,cancelled"])
+    first = _write_csv(tmp_path / "a.csv", ["1,10,100,2025-10-20,confirmed", "2,11,101,2025-10-21,cancelled"])
     assert cli("load", "appointments", first, "--db", db_url).exit_code == 0
     engine = sa.create_engine(db_url)
 
     def rows() -> list[tuple[object, ...]]:
         with engine.connect() as conn:
-            return conn.execute(sa.text(
-                "SELECT booking_id, status FROM appointments ORDER BY booking_id")).all()
+            return conn.execute(
+                sa.text("SELECT booking_id, status FROM appointments ORDER BY booking_id")
+            ).all()
 
     before = rows()
     # append of an existing key fails as a whole: nothing half-written, run recorded failed
-    dup = _write_csv(tmp_path / "b.csv", ["3,12,100,2025-10-22,confirmed",
-                                          "1,10,100,2025-10-20,cancelled"])
+    dup = _write_csv(tmp_path / "b.csv", ["3,12,100,2025-10-22,confirmed", "1,10,100,2025-10-20,cancelled"])
     result = cli("load", "appointments", dup, "--mode", "append", "--db", db_url)
     assert result.exit_code == 3, result.output
     assert "nothing was written" in result.output and "Traceback" not in result.output
@@ -184,27 +201,35 @@ def test_load_modes_and_transactional_failure(cli, tmp_path: Path, db_url: str) 
 def test_shell_pipe_extract_validate_load(tmp_path: Path, sqlite_url: str) -> None:
     exe = [sys.executable, "-m", "healthetl"]
     env = {k: v for k, v in os.environ.items() if k != "HEALTHETL_DATABASE_URL"}
-    subprocess.run([*exe, "db", "upgrade", "--db", sqlite_url], check=True, env=env,
-                   capture_output=True)
-    subprocess.run([*exe, "load", "doctors", str(VIP / "doctors.xlsx"), "--db", sqlite_url],
-                   check=True, env=env, capture_output=True)
+    subprocess.run([*exe, "db", "upgrade", "--db", sqlite_url], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [*exe, "load", "doctors", str(VIP / "doctors.xlsx"), "--db", sqlite_url],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     py = " ".join(exe)
     pipeline = (
         f"{py} extract appointments {VIP / 'appointments.xlsx'} -o - "
         f"| {py} validate appointments - -o - --fail-on never "
         f"| {py} load appointments - --db {sqlite_url}"
     )
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", pipeline], env=env,
-                          capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", pipeline],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     engine = sa.create_engine(sqlite_url)
     with engine.connect() as conn:
         loaded = conn.execute(sa.text("SELECT COUNT(*) FROM appointments")).scalar()
         rules = set(conn.execute(sa.text("SELECT DISTINCT rule FROM quarantine")).scalars())
-        orphans = conn.execute(sa.text(
-            "SELECT COUNT(*) FROM quarantine WHERE rule = 'foreign_key'")).scalar()
-        rows_in = conn.execute(sa.text(
-            "SELECT rows_in FROM etl_runs WHERE pipeline = 'appointments'")).scalar()
+        orphans = conn.execute(sa.text("SELECT COUNT(*) FROM quarantine WHERE rule = 'foreign_key'")).scalar()
+        rows_in = conn.execute(
+            sa.text("SELECT rows_in FROM etl_runs WHERE pipeline = 'appointments'")
+        ).scalar()
     # validate without --db cannot know the doctors; load checks them against the database
     today = date.today()
     latest = date(today.year + 2, today.month, min(today.day, 28 if today.month == 2 else 31))

@@ -55,9 +55,7 @@ def upgrade() -> None:
         comment="One row per pipeline execution (the run ledger).",
     )
     with op.batch_alter_table("etl_runs", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_etl_runs_pipeline_started", ["pipeline", "started_at"], unique=False
-        )
+        batch_op.create_index("ix_etl_runs_pipeline_started", ["pipeline", "started_at"], unique=False)
 
     op.create_table(
         "appointments",
@@ -109,9 +107,7 @@ def upgrade() -> None:
         sa.Column("severity", sa.String(length=10), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("original", sa.Text(), nullable=True, comment="the row as received, JSON"),
-        sa.ForeignKeyConstraint(
-            ["run_id"], ["etl_runs.run_id"], name=op.f("fk_quarantine_run_id_etl_runs")
-        ),
+        sa.ForeignKeyConstraint(["run_id"], ["etl_runs.run_id"], name=op.f("fk_quarantine_run_id_etl_runs")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantine")),
         comment="One row per failed check of a rejected row; the row itself is in `original`.",
     )

@@ -42,9 +42,7 @@ def _series(arr: pa.Array, like: pd.Series) -> pd.Series:
     return pd.Series(arr.to_pandas(types_mapper={pa.string(): like.dtype}.get), index=like.index)
 
 
-def _rewrite_where_needed(
-    arr: pa.Array, canonical: str, rewrite: Callable[[pa.Array], pa.Array]
-) -> pa.Array:
+def _rewrite_where_needed(arr: pa.Array, canonical: str, rewrite: Callable[[pa.Array], pa.Array]) -> pa.Array:
     """Apply ``rewrite`` only to the values not already matching ``canonical``."""
     ok = pc.fill_null(pc.match_substring_regex(arr, canonical), True)
     if pc.all(ok).as_py():
@@ -101,9 +99,7 @@ def standardise_date(s: pd.Series, order: str = "MDY") -> pd.Series:
         year = pc.coalesce(field("y"), field("y2"))
         month = pc.coalesce(field("m"), field(month_f))
         day = pc.coalesce(field("d"), field(day_f))
-        iso = pc.binary_join_element_wise(
-            year, pc.utf8_lpad(month, 2, "0"), pc.utf8_lpad(day, 2, "0"), "-"
-        )
+        iso = pc.binary_join_element_wise(year, pc.utf8_lpad(month, 2, "0"), pc.utf8_lpad(day, 2, "0"), "-")
         return pc.coalesce(iso, arr)
 
     return _series(_rewrite_where_needed(as_arrow(s), ISO_SHAPE, rewrite), s)
@@ -121,7 +117,7 @@ def is_real_date(s: pd.Series) -> pd.Series:
 
     def number(field: str) -> np.ndarray:
         values = pc.cast(pc.struct_field(parts, field), pa.int64())
-        return pc.fill_null(values, 0).to_numpy(zero_copy_only=False)
+        return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False))
 
     y, m, d = number("y"), number("m"), number("d")
     leap = ((y % 4 == 0) & (y % 100 != 0)) | (y % 400 == 0)

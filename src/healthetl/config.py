@@ -135,9 +135,7 @@ def load_project(config: Path | None = None) -> Project:
             return Project(path=None, database_url=None, pipelines=())
         config = candidate
     if not config.exists():
-        raise ConfigError(
-            f"project file {config} not found", hint="create one with `healthetl init`"
-        )
+        raise ConfigError(f"project file {config} not found", hint="create one with `healthetl init`")
     try:
         data = tomllib.loads(config.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

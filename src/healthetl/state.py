@@ -135,9 +135,7 @@ def rule_counts(engine: Engine, run_ids: list[str]) -> list[dict[str, Any]]:
             sa.func.count().label("failures"),
         )
         .where(quarantine.c.run_id.in_(run_ids))
-        .group_by(
-            quarantine.c.run_id, quarantine.c.column_name, quarantine.c.rule, quarantine.c.severity
-        )
+        .group_by(quarantine.c.run_id, quarantine.c.column_name, quarantine.c.rule, quarantine.c.severity)
         .order_by(quarantine.c.run_id, sa.func.count().desc(), quarantine.c.rule)
     )
     with engine.connect() as conn:

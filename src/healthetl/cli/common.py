@@ -24,17 +24,14 @@ DbOption = Annotated[
 ]
 ConfigOption = Annotated[
     Path | None,
-    typer.Option(
-        "--config", "-c", help="Project file (default: ./healthetl.toml).", show_default=False
-    ),
+    typer.Option("--config", "-c", help="Project file (default: ./healthetl.toml).", show_default=False),
 ]
 PipelineOption = Annotated[
     str | None,
     typer.Option(
         "--pipeline",
         "-p",
-        help="Take options (sheet, date window, severities) from this pipeline of the "
-        "project file.",
+        help="Take options (sheet, date window, severities) from this pipeline of the project file.",
         show_default=False,
     ),
 ]
@@ -68,9 +65,7 @@ def options_for(
     if pipeline:
         chosen = project.pipeline(pipeline)
         if chosen.dataset != dataset.name:
-            raise UsageError(
-                f"pipeline {pipeline!r} loads dataset {chosen.dataset!r}, not {dataset.name!r}"
-            )
+            raise UsageError(f"pipeline {pipeline!r} loads dataset {chosen.dataset!r}, not {dataset.name!r}")
     else:
         matching = [p for p in project.pipelines if p.dataset == dataset.name]
         if len(matching) == 1:

@@ -11,9 +11,7 @@ from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_for
 from healthetl.db import migrate
 from healthetl.db.engine import mask_url
 
-app = typer.Typer(
-    help="Database migrations (Alembic, shipped inside healthetl).", no_args_is_help=True
-)
+app = typer.Typer(help="Database migrations (Alembic, shipped inside healthetl).", no_args_is_help=True)
 
 
 @app.command()
@@ -25,9 +23,7 @@ def upgrade(
     """Migrate the database up to REVISION (default: head)."""
     engine, _ = open_database(db, config)
     before, after = migrate.upgrade(engine, revision)
-    render.info(
-        f"{mask_url(engine.url)}: {', '.join(before) or 'empty'} -> {', '.join(after) or 'empty'}"
-    )
+    render.info(f"{mask_url(engine.url)}: {', '.join(before) or 'empty'} -> {', '.join(after) or 'empty'}")
 
 
 @app.command()
@@ -39,9 +35,7 @@ def downgrade(
     """Migrate the database down to REVISION (``base`` drops every healthetl table)."""
     engine, _ = open_database(db, config, must_exist=True)
     before, after = migrate.downgrade(engine, revision)
-    render.info(
-        f"{mask_url(engine.url)}: {', '.join(before) or 'empty'} -> {', '.join(after) or 'empty'}"
-    )
+    render.info(f"{mask_url(engine.url)}: {', '.join(before) or 'empty'} -> {', '.join(after) or 'empty'}")
 
 
 @app.command()

@@ -34,8 +34,7 @@ def query(
     sql: Annotated[
         str | None,
         typer.Option(
-            help="Run this SQL instead (read-only, one "
-            "statement; bind :name parameters with --param).",
+            help="Run this SQL instead (read-only, one statement; bind :name parameters with --param).",
             show_default=False,
         ),
     ] = None,

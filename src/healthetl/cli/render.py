@@ -81,9 +81,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def rows(
-    columns: Sequence[str], data: Sequence[Sequence[Any]], fmt: str, title: str | None = None
-) -> None:
+def rows(columns: Sequence[str], data: Sequence[Sequence[Any]], fmt: str, title: str | None = None) -> None:
     """Tabular data to stdout as a table, CSV or JSON (a list of objects)."""
     if fmt == "json":
         payload = [{c: _jsonable(v) for c, v in zip(columns, r, strict=True)} for r in data]
@@ -143,9 +141,7 @@ class RunDisplay:
                 f"{', '.join(data['to'])} (migrations run automatically by `run`)"
             )
         elif event == "start":
-            log.info(
-                "%s: run %s started, reading %s", name, data["run_id"], ", ".join(data["sources"])
-            )
+            log.info("%s: run %s started, reading %s", name, data["run_id"], ", ".join(data["sources"]))
             if self._progress is not None:
                 self._tasks[name] = self._progress.add_task(name, total=None, rows=0)
         elif event == "batch":

@@ -120,8 +120,7 @@ def validate(
     )
     for check in s.to_dict()["checks"]:
         render.info(
-            f"  {check['severity']:<7} {check['column']}.{check['rule']}: "
-            f"{check['failed_rows']} rows"
+            f"  {check['severity']:<7} {check['column']}.{check['rule']}: {check['failed_rows']} rows"
         )
     for skipped in s.skipped_checks:
         render.info(f"  skipped reference check {skipped} (give --db to check it)")
@@ -134,8 +133,7 @@ def load(
     mode: Annotated[
         str | None,
         typer.Option(
-            help="replace | append | merge (upsert on the "
-            "primary key). Default: the dataset's (replace).",
+            help="replace | append | merge (upsert on the primary key). Default: the dataset's (replace).",
             show_default=False,
         ),
     ] = None,
@@ -175,8 +173,7 @@ def run(
     fail_on: Annotated[
         str,
         typer.Option(
-            help="Exit 1 when rows were quarantined for checks of "
-            "this severity: error | warning | never."
+            help="Exit 1 when rows were quarantined for checks of this severity: error | warning | never."
         ),
     ] = "never",
 ) -> None:

@@ -48,9 +48,7 @@ def _table(runs: list[dict[str, Any]], fmt: str) -> None:
 
 @app.command()
 def show(
-    pipeline: Annotated[
-        str | None, typer.Argument(help="Only this pipeline.", show_default=False)
-    ] = None,
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
     fmt: FormatOption = "table",
     db: DbOption = None,
@@ -72,19 +70,13 @@ def report(
     """Row accounting and failed checks per rule of runs (default: --last)."""
     check_format(fmt, ("table", "json"))
     engine, _ = open_database(db, config, must_exist=True, at_head=True)
-    runs = (
-        ledger.runs(engine, run_id=run_id, limit=None)
-        if run_id
-        else (ledger.latest_per_pipeline(engine))
-    )
+    runs = ledger.runs(engine, run_id=run_id, limit=None) if run_id else (ledger.latest_per_pipeline(engine))
     del last  # --last is the default view; the flag documents intent in scripts
     rules = ledger.rule_counts(engine, [r["run_id"] for r in runs])
     if fmt == "json":
         for r in runs:
             r["checks"] = [
-                {k: v for k, v in c.items() if k != "run_id"}
-                for c in rules
-                if c["run_id"] == r["run_id"]
+                {k: v for k, v in c.items() if k != "run_id"} for c in rules if c["run_id"] == r["run_id"]
             ]
         render.document(runs)
         return
@@ -92,10 +84,7 @@ def report(
     if rules:
         render.rows(
             ["run_id", "column_name", "rule", "severity", "failures"],
-            [
-                [c["run_id"], c["column_name"], c["rule"], c["severity"], c["failures"]]
-                for c in rules
-            ],
+            [[c["run_id"], c["column_name"], c["rule"], c["severity"], c["failures"]] for c in rules],
             fmt,
             title="failed checks",
         )

@@ -188,9 +188,7 @@ class TableWriter:
             {"t": self._target},
         ).all()
         for name, definition in rows:
-            self.conn.exec_driver_sql(
-                f"ALTER TABLE {self._target} DROP CONSTRAINT {_quote(self.conn, name)}"
-            )
+            self.conn.exec_driver_sql(f"ALTER TABLE {self._target} DROP CONSTRAINT {_quote(self.conn, name)}")
             self._dropped_fks.append((name, definition))
 
     def _restore_foreign_keys(self) -> None:
@@ -227,22 +225,16 @@ class TableWriter:
         )
         if self._copier is not None:
             cols = ", ".join(QUARANTINE_COLUMNS)
-            data = to_csv_bytes(
-                frame, QUARANTINE_COLUMNS, {"run_id": self.run_id, "dataset": self.dataset}
-            )
+            data = to_csv_bytes(frame, QUARANTINE_COLUMNS, {"run_id": self.run_id, "dataset": self.dataset})
             self._copier.submit(f"COPY quarantine ({cols}) FROM STDIN (FORMAT csv)", data)
             return
         write_quarantine(self.conn, failures, run_id=self.run_id, dataset=self.dataset)
 
 
-def write_quarantine(
-    conn: sa.Connection, failures: pd.DataFrame, *, run_id: str, dataset: str
-) -> None:
+def write_quarantine(conn: sa.Connection, failures: pd.DataFrame, *, run_id: str, dataset: str) -> None:
     if failures.empty:
         return
-    records: list[dict[str, Any]] = (
-        failures.astype(object).where(failures.notna(), None).to_dict("records")
-    )
+    records: list[dict[str, Any]] = failures.astype(object).where(failures.notna(), None).to_dict("records")
     for rec in records:
         rec["run_id"] = run_id
         rec["dataset"] = dataset

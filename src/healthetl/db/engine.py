@@ -23,9 +23,7 @@ def normalise_url(url: str) -> URL:
             f"unsupported database {parsed.get_backend_name()!r}: use sqlite:/// or postgresql://"
         )
     if parsed.get_backend_name() == "postgresql" and parsed.drivername != "postgresql+psycopg":
-        raise UsageError(
-            f"use the psycopg 3 driver (postgresql+psycopg://), not {parsed.drivername}"
-        )
+        raise UsageError(f"use the psycopg 3 driver (postgresql+psycopg://), not {parsed.drivername}")
     return parsed
 
 

@@ -3,6 +3,7 @@ in a source checkout they are the repository's top-level ``alembic/`` folder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def downgrade(engine: Engine, revision: str) -> tuple[tuple[str, ...], tuple[str
     return _run(engine, lambda cfg: command.downgrade(cfg, revision), revision)
 
 
-def _run(engine: Engine, action, revision: str):  # type: ignore[no-untyped-def]
+def _run(
+    engine: Engine, action: Callable[[Config], None], revision: str
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     from alembic.util import CommandError
 
     try:

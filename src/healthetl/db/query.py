@@ -29,15 +29,12 @@ class QueryResult:
     rows: list[tuple[Any, ...]]
 
 
-def coerce_params(
-    declared: Mapping[str, Param], given: Mapping[str, str], *, query: str
-) -> dict[str, Any]:
+def coerce_params(declared: Mapping[str, Param], given: Mapping[str, str], *, query: str) -> dict[str, Any]:
     unknown = set(given) - set(declared)
     if unknown:
         allowed = ", ".join(declared) or "none"
         raise UsageError(
-            f"query {query}: unknown parameter(s) {', '.join(sorted(unknown))} "
-            f"(parameters: {allowed})"
+            f"query {query}: unknown parameter(s) {', '.join(sorted(unknown))} (parameters: {allowed})"
         )
     values: dict[str, Any] = {}
     for name, param in declared.items():
@@ -69,9 +66,7 @@ def run_query(
     params = dict(params or {})
     stmt = sa.text(sql)
     if params and types:  # declared types; ad-hoc SQL leaves typing to the database
-        stmt = stmt.bindparams(
-            *[sa.bindparam(k, type_=_PARAM_TYPES[types.get(k, "text")]()) for k in params]
-        )
+        stmt = stmt.bindparams(*[sa.bindparam(k, type_=_PARAM_TYPES[types.get(k, "text")]()) for k in params])
     try:
         with engine.connect() as conn:
             try:

@@ -138,23 +138,18 @@ class Validator:
                 f"for dataset {self.dataset.name!r} (found: {found})"
             )
 
-    def _failures(
-        self, raw: pd.DataFrame, std: pd.DataFrame, cases: pd.DataFrame | None
-    ) -> pd.DataFrame:
+    def _failures(self, raw: pd.DataFrame, std: pd.DataFrame, cases: pd.DataFrame | None) -> pd.DataFrame:
         if cases is None or cases.empty:
             return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
         whole = cases[cases["index"].isna()]
         if not whole.empty:
             first = whole.iloc[0]
             raise DataContractError(
-                f"{self.dataset.name}: the batch failed {first['check']} "
-                f"on column {first['column']}"
+                f"{self.dataset.name}: the batch failed {first['check']} on column {first['column']}"
             )
         parts: list[pd.DataFrame] = []
         combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
-        groups = cases.groupby(
-            [combos[c].fillna("") for c in combos.columns], sort=False, dropna=False
-        )
+        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
         for _, group in groups:
             rule = self._rule_for(group.iloc[0])
             index = group["index"].astype("int64").drop_duplicates()

@@ -23,6 +23,7 @@ SOURCE_FILE = "_source_file"
 SOURCE_ROW = "_source_row"
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
 
+
 def _bounded_arrow_memory() -> None:
     """Use jemalloc with immediate decay for Arrow buffers: chunks are freed back to the
     system as the stream moves on, so peak memory stays flat as files grow (measured in
@@ -232,9 +233,7 @@ def _read_csv(path: str, chunk_size: int, encoding: str) -> Iterator[pd.DataFram
     except pa.ArrowInvalid as exc:
         raise SourceError(_csv_error(path, encoding, exc)) from None
     except (OSError, EOFError) as exc:
-        raise SourceError(
-            f"{path}: cannot read, the file looks truncated or corrupt ({exc})"
-        ) from None
+        raise SourceError(f"{path}: cannot read, the file looks truncated or corrupt ({exc})") from None
     if buffered_rows or not yielded:
         table = pa.Table.from_batches(buffered, schema=reader.schema)
         yield _text_frame(table)
@@ -340,9 +339,7 @@ def _read_ndjson(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
                     yielded = True
                     rows = []
     except UnicodeDecodeError:
-        raise SourceError(
-            _encoding_message(path, "utf-8", _first_bad_line(path, "utf-8"))
-        ) from None
+        raise SourceError(_encoding_message(path, "utf-8", _first_bad_line(path, "utf-8"))) from None
     except (OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot read, the file looks truncated ({exc})") from None
     if rows or not yielded:
