@@ -8,9 +8,9 @@ import sys
 
 import sqlalchemy as sa
 from alembic import command
-from tests.conftest import REPO
 
 from healthetl.db import migrate
+from tests.conftest import REPO
 
 HEALTHETL_TABLES = {"doctors", "appointments", "quarantine", "etl_runs"}
 

@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import sqlalchemy as sa
+
 from tests.conftest import VIP
 from tests.expected import clinic
 

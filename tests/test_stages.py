@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+
 from tests.conftest import VIP
 from tests.expected import clinic
 

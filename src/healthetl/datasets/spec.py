@@ -143,9 +143,13 @@ class KeyTracker:
     def duplicated(self, keys: pd.Series) -> pd.Series:
         dup = keys.duplicated(keep="first").to_numpy()
         if self._seen:
-            seen = pyarrow.concat_arrays(self._seen) if len(self._seen) > 1 else self._seen[0]
-            found = pc.is_in(checks.as_arrow(keys), value_set=seen)
-            dup = dup | pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+            chunk = checks.as_arrow(keys)
+            seen = self._seen[0]
+            # hash the small chunk and probe the large history (cheaper than the reverse)
+            hits = pc.filter(seen, pc.is_in(seen, value_set=chunk))
+            if len(hits):
+                found = pc.is_in(chunk, value_set=hits)
+                dup = dup | pc.fill_null(found, False).to_numpy(zero_copy_only=False)
         return pd.Series(dup, index=keys.index)
 
     def add(self, keys: pd.Series) -> None:
