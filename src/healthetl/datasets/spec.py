@@ -144,18 +144,18 @@ class KeyTracker:
         dup = keys.duplicated(keep="first").to_numpy()
         if self._seen:
             chunk = checks.as_arrow(keys)
-            seen = self._seen[0]
-            # hash the small chunk and probe the large history (cheaper than the reverse)
-            hits = pc.filter(seen, pc.is_in(seen, value_set=chunk))
-            if len(hits):
-                found = pc.is_in(chunk, value_set=hits)
-                dup = dup | pc.fill_null(found, False).to_numpy(zero_copy_only=False)
+            for seen in self._seen:
+                # hash the small chunk and probe the history (cheaper than the reverse)
+                hits = pc.filter(seen, pc.is_in(seen, value_set=chunk))
+                if len(hits):
+                    found = pc.is_in(chunk, value_set=hits)
+                    dup = dup | pc.fill_null(found, False).to_numpy(zero_copy_only=False)
         return pd.Series(dup, index=keys.index)
 
     def add(self, keys: pd.Series) -> None:
         fresh = checks.as_arrow(keys.dropna())
         if len(fresh):
-            self._seen = [pyarrow.concat_arrays([*self._seen, fresh])]
+            self._seen.append(fresh)
 
 
 def key_series(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
