@@ -5,8 +5,8 @@ a background thread so the database ingests one chunk while the next is being va
 ``replace`` truncates and, for the duration of the load, drops the table's own primary and
 foreign keys and adds them back (the PostgreSQL manual's advice for bulk loads: one index
 build and one set-based check instead of work per row); the re-added constraints check every
-row, and all of it is one transaction. ``merge`` copies into a temporary staging table and upserts from it with
-``INSERT ... ON CONFLICT DO UPDATE``. SQLite: one ``executemany`` per chunk.
+row, and all of it is one transaction. ``merge`` copies into a temporary staging table and
+upserts from it with ``INSERT ... ON CONFLICT DO UPDATE``. SQLite: one ``executemany`` per chunk.
 Nothing here commits: the caller's transaction decides whether any of it happened.
 """
 
