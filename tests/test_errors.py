@@ -159,3 +159,32 @@ def test_failed_load_is_recorded_and_the_next_run_completes(cli, vip_project: Pa
     assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
     assert runs[0]["rows_loaded"] == runs[2]["rows_loaded"] > 0
     shutil.rmtree(data)
+
+
+def test_malformed_csv_names_the_line_but_not_the_values(cli, tmp_path: Path) -> None:
+    src = tmp_path / "doctors.csv"
+    src.write_text('doctor_id,name\n100,"Dr. A\nsecond line"\n101,Dr. B\n102,Dr. Secret,extra\n')
+    result = cli("validate", "doctors", src)
+    assert result.exit_code == 3
+    line = _one_line_error(result.output)
+    assert "doctors.csv, line 5: malformed CSV" in line  # line 2-3 is one quoted record
+    assert "Secret" not in result.output
+
+
+def test_quoted_newlines_and_large_files_stream_in_order(cli, tmp_path: Path) -> None:
+    from healthetl.sources import readers
+
+    src = tmp_path / "doctors.csv"
+    rows = [f'{i},"Dr. {i}\nline two, with comma",Vein' for i in range(30_000)]
+    src.write_text("doctor_id,name,specialty\n" + "\n".join(rows) + "\n")
+    assert src.stat().st_size > 16 * 64 * 1024
+    block = readers.CSV_BLOCK_BYTES
+    readers.CSV_BLOCK_BYTES = 64 * 1024  # force many record-aligned blocks
+    try:
+        frames = list(readers.read_frames(str(src), chunk_size=7_000))
+    finally:
+        readers.CSV_BLOCK_BYTES = block
+    ids = [int(v) for f in frames for v in f["doctor_id"]]
+    assert ids == list(range(30_000))
+    assert frames[0]["name"].iloc[1] == "Dr. 1\nline two, with comma"
+    assert [int(v) for f in frames for v in f["_source_row"]] == list(range(1, 30_001))

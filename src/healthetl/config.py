@@ -48,7 +48,7 @@ class PipelineOptions:
     date_window: dict[str, tuple[str, str]] = field(default_factory=dict)
     # "column.rule" or "rule" -> "error" | "warning"
     severity: dict[str, str] = field(default_factory=dict)
-    chunk_size: int = 50_000
+    chunk_size: int = 75_000
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     date_order = str(raw.get("date_order", "MDY")).upper()
     if date_order not in ("MDY", "DMY"):
         raise ConfigError(f"{where}: date_order must be MDY or DMY, not {date_order!r}")
-    chunk_size = int(raw.get("chunk_size", 50_000))
+    chunk_size = int(raw.get("chunk_size", 75_000))
     if chunk_size < 1:
         raise ConfigError(f"{where}: chunk_size must be positive")
     return PipelineOptions(

@@ -134,18 +134,21 @@ def _fmt(value: Any) -> str:
 class KeyTracker:
     """Keys already accepted in this run, across chunks, to report later duplicates.
 
-    Hash-based (Arrow ``is_in``): linear in the number of keys.
+    Arrow arrays merged like a binary counter (up to MERGE_LIMIT keys each): few arrays to
+    probe, each probe hashes only the (small) new batch, and memory is the keys themselves.
     """
 
+    #: arrays stop merging at this many keys, so a merge never copies more than this
+    MERGE_LIMIT = 1 << 20
+
     def __init__(self) -> None:
-        self._seen: list[pyarrow.Array] = []
+        self._levels: list[pyarrow.Array] = []
 
     def duplicated(self, keys: pd.Series) -> pd.Series:
         dup = keys.duplicated(keep="first").to_numpy()
-        if self._seen:
+        if self._levels:
             chunk = checks.as_arrow(keys)
-            for seen in self._seen:
-                # hash the small chunk and probe the history (cheaper than the reverse)
+            for seen in self._levels:
                 hits = pc.filter(seen, pc.is_in(seen, value_set=chunk))
                 if len(hits):
                     found = pc.is_in(chunk, value_set=hits)
@@ -154,8 +157,16 @@ class KeyTracker:
 
     def add(self, keys: pd.Series) -> None:
         fresh = checks.as_arrow(keys.dropna())
-        if len(fresh):
-            self._seen.append(fresh)
+        if not len(fresh):
+            return
+        self._levels.append(fresh)
+        while (
+            len(self._levels) > 1
+            and len(self._levels[-2]) <= len(self._levels[-1])
+            and len(self._levels[-2]) + len(self._levels[-1]) <= self.MERGE_LIMIT
+        ):
+            last = self._levels.pop()
+            self._levels[-1] = pyarrow.concat_arrays([self._levels[-1], last])
 
 
 def key_series(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:

@@ -144,7 +144,7 @@ def _text_frame(table: pa.Table) -> pd.DataFrame:
 def _csv_header(path: str, encoding: str) -> list[str]:
     with _open_text(path, encoding) as fh:
         try:
-            header = next(csv.reader(fh), None)
+            header: list[str] | None = next(csv.reader(fh), None)
         except UnicodeDecodeError:
             bad = _first_bad_line(path, encoding)
             raise SourceError(_encoding_message(path, encoding, bad)) from None
@@ -190,64 +190,134 @@ def _first_bad_line(path: str, encoding: str) -> int | None:
     return None
 
 
+CSV_BLOCK_BYTES = 4 << 20
+
+
 def _read_csv(path: str, chunk_size: int, encoding: str) -> Iterator[pd.DataFrame]:
+    """Stream a CSV in record-aligned blocks of a few MB, each parsed by Arrow.
+
+    Arrow's own streaming reader reads a local file ahead without bound, so memory would grow
+    with the file; cutting the bytes ourselves at record boundaries keeps it flat.
+    """
     header = _csv_header(path, encoding)
-    names = [h.strip() for h in header]
+    names = _unique_names([normalise_name(h.strip()) for h in header])
     delimiter = "\t" if path.lower().removesuffix(".gz").endswith(".tsv") else ","
     read_opts = pacsv.ReadOptions(
         encoding="utf8" if codecs.lookup(encoding).name == "utf-8" else encoding,
-        block_size=4 << 20,
-        skip_rows=1,
-        column_names=_unique_names([normalise_name(n) for n in names]),
+        column_names=names,
+        block_size=CSV_BLOCK_BYTES,
     )
     parse_opts = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True)
     convert = pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in read_opts.column_names},
+        column_types={n: pa.string() for n in names},
         null_values=[""],
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    try:
-        stream = pa.input_stream(path, compression="detect")
-        reader = pacsv.open_csv(
-            stream, read_options=read_opts, parse_options=parse_opts, convert_options=convert
-        )
-    except pa.ArrowInvalid as exc:
-        raise SourceError(_csv_error(path, encoding, exc)) from None
-    except (OSError, EOFError) as exc:
-        raise SourceError(f"{path}: cannot read ({exc})") from None
+    schema = pa.schema([(n, pa.string()) for n in names])
+    pending: list[pa.Table] = []
+    pending_rows = 0
     yielded = False
-    buffered: list[pa.RecordBatch] = []
-    buffered_rows = 0
+    line = 2  # the first data record is on line 2 of the file
+    for block in _record_blocks(path):
+        try:
+            table = pacsv.read_csv(
+                pa.py_buffer(block), read_options=read_opts, parse_options=parse_opts, convert_options=convert
+            )
+        except pa.ArrowInvalid as exc:
+            bad = _locate_bad_record(block, encoding, delimiter, len(names), line)
+            raise SourceError(_csv_error(path, encoding, exc, first_line=bad)) from None
+        line += block.count(b"\n")
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= chunk_size:
+            merged = pa.concat_tables(pending)
+            yield _text_frame(merged.slice(0, chunk_size))
+            yielded = True
+            rest = merged.slice(chunk_size)
+            pending, pending_rows = [rest], rest.num_rows
+    if pending_rows or not yielded:
+        yield _text_frame(pa.concat_tables(pending) if pending else schema.empty_table())
+
+
+def _record_blocks(path: str) -> Iterator[bytes]:
+    """The bytes after the header line, cut only where a record ends (an even number of
+    quote characters before the newline, so newlines inside quoted values never split)."""
+    import gzip
+
+    opener: Any = gzip.open if path.lower().endswith(".gz") else open
     try:
-        for batch in reader:
-            buffered.append(batch)
-            buffered_rows += batch.num_rows
-            while buffered_rows >= chunk_size:
-                table = pa.Table.from_batches(buffered)
-                yield _text_frame(table.slice(0, chunk_size))
-                yielded = True
-                rest = table.slice(chunk_size)
-                buffered = rest.to_batches()
-                buffered_rows = rest.num_rows
-    except pa.ArrowInvalid as exc:
-        raise SourceError(_csv_error(path, encoding, exc)) from None
+        with opener(path, "rb") as fh:
+            carry = _skip_header(fh)
+            while True:
+                data = fh.read(CSV_BLOCK_BYTES)
+                if not data:
+                    if carry.strip():
+                        yield carry
+                    return
+                buf = carry + data
+                cut = _last_record_end(buf)
+                if cut < 0:
+                    carry = buf
+                    continue
+                yield buf[: cut + 1]
+                carry = buf[cut + 1 :]
     except (OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot read, the file looks truncated or corrupt ({exc})") from None
-    if buffered_rows or not yielded:
-        table = pa.Table.from_batches(buffered, schema=reader.schema)
-        yield _text_frame(table)
 
 
-def _csv_error(path: str, encoding: str, exc: Exception) -> str:
+def _skip_header(fh: Any) -> bytes:
+    buf = b""
+    while True:
+        data = fh.read(64 << 10)
+        buf += data
+        end = _first_record_end(buf)
+        if end >= 0:
+            return bytes(buf[end + 1 :])
+        if not data:
+            return b""
+
+
+def _first_record_end(buf: bytes) -> int:
+    pos = buf.find(b"\n")
+    while pos >= 0 and buf.count(b'"', 0, pos) % 2:
+        pos = buf.find(b"\n", pos + 1)
+    return pos
+
+
+def _last_record_end(buf: bytes) -> int:
+    pos = buf.rfind(b"\n")
+    while pos >= 0 and buf.count(b'"', 0, pos) % 2:
+        pos = buf.rfind(b"\n", 0, pos)
+    return pos
+
+
+def _locate_bad_record(block: bytes, encoding: str, delimiter: str, ncols: int, first_line: int) -> int:
+    """The file line where the first record with the wrong number of fields starts."""
+    try:
+        text = block.decode(encoding)
+    except UnicodeDecodeError:
+        return first_line
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    start = first_line
+    try:
+        for record in reader:
+            if record and len(record) != ncols:
+                return start
+            start = first_line + reader.line_num
+    except csv.Error:
+        return start
+    return first_line
+
+
+def _csv_error(path: str, encoding: str, exc: Exception, first_line: int = 2) -> str:
     text = str(exc)
     if "UTF8" in text or "utf8" in text.lower() or "decode" in text.lower():
         return _encoding_message(path, encoding, _first_bad_line(path, encoding))
-    match = re.search(r"Row #(\d+)", text)
-    where = f", line {match.group(1)}" if match else ""
     first = text.splitlines()[0] if text else type(exc).__name__
-    first = re.sub(r":\s*got\s*'.*$", "", first)  # never echo the row's values
-    return f"{path}{where}: malformed CSV ({first})"
+    # "CSV parse error: Expected 2 columns, got 3: <the row>": never echo the row's values
+    first = ":".join(first.split(":")[:2]).strip()
+    return f"{path}, line {first_line}: malformed CSV ({first})"
 
 
 def _read_excel(path: str, chunk_size: int, sheet: str | None) -> Iterator[pd.DataFrame]:
