@@ -16,10 +16,33 @@ from healthetl.db.schema import metadata
 config = context.config
 
 
+# a project's catalog hands over its metadata (healthetl's tables plus its declared datasets)
+# and, when generating the project's revisions, the tables that branch owns
+target_metadata = config.attributes.get("metadata", metadata)
+include_tables = config.attributes.get("include_tables")
+
+
+def include_name(name, type_, parent_names):  # type: ignore[no-untyped-def]
+    if type_ == "table" and include_tables is not None:
+        return name in include_tables
+    return True
+
+
+def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+    if include_tables is None:
+        return True
+    if type_ == "table":
+        return name in include_tables
+    table = getattr(obj, "table", None)
+    return table is None or table.name in include_tables
+
+
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
-        target_metadata=metadata,
+        target_metadata=target_metadata,
+        include_name=include_name,
+        include_object=include_object,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=False,
@@ -32,7 +55,7 @@ def run_migrations_offline() -> None:
     url = config.get_main_option("sqlalchemy.url") or resolve_database_url(None, load_project())
     context.configure(
         url=str(db_engine.normalise_url(url)),
-        target_metadata=metadata,
+        target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )

@@ -27,6 +27,8 @@ COMMANDS = [
     ["db", "downgrade"],
     ["db", "current"],
     ["db", "history"],
+    ["db", "revision"],
+    ["dataset", "infer"],
     ["state"],
     ["state", "show"],
     ["dataset"],

@@ -14,7 +14,7 @@ from alembic import op
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
-branch_labels: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = ("healthetl",)
 depends_on: str | Sequence[str] | None = None
 
 

@@ -69,7 +69,8 @@ def standardise_integer(s: pd.Series) -> pd.Series:
 
 
 _DATE = (
-    r"^(?:(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})(?:[ T]00:00(?::00(?:\.0+)?)?)?"
+    r"^(?:(?P<y>\d{4})[-/.](?P<m>\d{1,2})[-/.](?P<d>\d{1,2})"
+    r"(?:[ T]00:00(?::00(?:\.0+)?)?(?:Z|[+-]00:?00)?)?"
     r"|(?P<a>\d{1,2})[-/.](?P<b>\d{1,2})[-/.](?P<y2>\d{4}))$"
 )
 _ISO = r"^(?P<y>\d{4})-(?P<m>\d{2})-(?P<d>\d{2})$"
@@ -124,6 +125,75 @@ def is_real_date(s: pd.Series) -> pd.Series:
     month_ok = (m >= 1) & (m <= 12)
     limit = _DAYS_IN_MONTH[np.where(month_ok, m, 0)] + ((m == 2) & leap)
     return pd.Series(shaped & month_ok & (d >= 1) & (d <= limit) & (y >= 1), index=s.index)
+
+
+FLOAT_PATTERN = r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+DECIMAL_PATTERN = r"-?(?:\d+\.?\d*|\.\d+)"
+TIMESTAMP_PATTERN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d{1,6})?\+00:00"
+TRUE_WORDS = ("1", "true", "t", "yes", "y")
+FALSE_WORDS = ("0", "false", "f", "no", "n")
+
+
+def standardise_number(s: pd.Series) -> pd.Series:
+    """'1,234.5' stays as written (a thousands separator is ambiguous); '+3.50 ' -> '3.50'."""
+    s = blank_to_na(s)
+    return _series(pc.replace_substring_regex(as_arrow(s), r"^\+", ""), s)
+
+
+def apply_value_map(s: pd.Series, mapping: Mapping[str, str]) -> pd.Series:
+    """Declared replacements (exact, then case-insensitive), e.g. {'Yes': '1', 'No': '0'}."""
+    s = blank_to_na(s)
+    folded = {k.strip().lower(): v for k, v in mapping.items()}
+    uniques = s.dropna().unique()
+    table = {u: mapping.get(u, folded.get(str(u).lower(), u)) for u in uniques}
+    return s.map(table).astype("str") if table else s
+
+
+def standardise_boolean(s: pd.Series) -> pd.Series:
+    """yes/no, true/false, y/n, t/f, 1/0 in any case -> '1' / '0'; anything else unchanged."""
+    words = dict.fromkeys(TRUE_WORDS, "1") | dict.fromkeys(FALSE_WORDS, "0")
+    return apply_value_map(s, words)
+
+
+_TS = (
+    r"^(?P<date>\d{4}-\d{2}-\d{2})(?:[ T](?P<h>\d{2}):(?P<mi>\d{2})"
+    r"(?::(?P<s>\d{2})(?P<f>\.\d{1,9})?)?)?\s*(?P<z>Z|UTC|[+-]\d{2}:?\d{2})?$"
+)
+
+
+def standardise_timestamp(s: pd.Series, timezone: str = "UTC", order: str = "MDY") -> pd.Series:
+    """Rewrite timestamps as UTC ``YYYY-MM-DD HH:MM:SS[.ffffff]+00:00``.
+
+    The date part accepts the same layouts as :func:`standardise_date`. A timestamp with an
+    offset (``Z``, ``+02:00``) is converted to UTC; a naive one is read in ``timezone``
+    (default UTC). Anything unreadable passes through unchanged for the check to reject.
+    """
+    s = blank_to_na(s)
+    head = s.str.extract(r"^(\S+)(.*)$", expand=True)
+    date_part = standardise_date(head[0].astype("str"), order)
+    rest = head[1].fillna("").astype("str").str.replace(r"\s*UTC$", "Z", regex=True)
+    rest = rest.str.replace(r"^T", " ", regex=True)
+    candidate = (date_part + rest).where(head[0].notna(), s)
+    shaped = candidate.str.match(_TS).fillna(False) & is_real_date(date_part.str.slice(0, 10))
+    zoned = candidate.str.contains(r"(?:Z|[+-]\d{2}:?\d{2})$", regex=True).fillna(False)
+    aware = pd.to_datetime(candidate.where(shaped & zoned), errors="coerce", format="ISO8601", utc=True)
+    naive = pd.to_datetime(candidate.where(shaped & ~zoned), errors="coerce", format="ISO8601")
+    try:
+        local = naive.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    except Exception as exc:  # an unknown zone name is a configuration error
+        raise ValueError(f"unknown timezone {timezone!r}") from exc
+    parsed = aware.where(zoned, local.dt.tz_convert("UTC"))
+    formatted = parsed.dt.strftime("%Y-%m-%d %H:%M:%S.%f+00:00").str.replace(r"\.000000\+", "+", regex=True)
+    return formatted.where(parsed.notna(), s).astype("str")
+
+
+def is_timestamp(s: pd.Series) -> pd.Series:
+    return s.str.fullmatch(TIMESTAMP_PATTERN).fillna(False).astype(bool)
+
+
+def numbers(s: pd.Series) -> pd.Series:
+    """Float values of numeric text; NaN where the text is not a number."""
+    return pd.to_numeric(s.where(s.str.fullmatch(FLOAT_PATTERN).fillna(False)), errors="coerce")
 
 
 def vocabulary_key(s: pd.Series) -> pd.Series:

@@ -34,6 +34,7 @@ _PIPELINE_KEYS = {
     "severity",
     "depends_on",
     "chunk_size",
+    "timezone",
 }
 
 
@@ -49,6 +50,8 @@ class PipelineOptions:
     # "column.rule" or "rule" -> "error" | "warning"
     severity: dict[str, str] = field(default_factory=dict)
     chunk_size: int = 75_000
+    #: how naive timestamps are read (stored as UTC)
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,13 @@ class Project:
     path: Path | None
     database_url: str | None
     pipelines: tuple[Pipeline, ...]
+    #: the raw [[datasets]] tables; healthetl.datasets.declare turns them into datasets
+    datasets: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def migrations_dir(self) -> Path:
+        """The project's own Alembic revisions (tables of its declared datasets)."""
+        return self.base_dir / "migrations"
 
     @property
     def base_dir(self) -> Path:
@@ -117,7 +127,15 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     chunk_size = int(raw.get("chunk_size", 75_000))
     if chunk_size < 1:
         raise ConfigError(f"{where}: chunk_size must be positive")
+    timezone = str(raw.get("timezone", "UTC"))
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(timezone)
+    except Exception:
+        raise ConfigError(f"{where}: unknown timezone {timezone!r} (use an IANA name)") from None
     return PipelineOptions(
+        timezone=timezone,
         sheet=raw.get("sheet"),
         encoding=str(raw.get("encoding", "utf-8")),
         date_order=date_order,
@@ -177,7 +195,15 @@ def load_project(config: Path | None = None) -> Project:
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
         raise ConfigError(f"{config}: pipeline names must be unique: {', '.join(sorted(dupes))}")
-    return Project(path=config.resolve(), database_url=url, pipelines=tuple(pipelines))
+    raw_datasets = data.get("datasets", [])
+    if not isinstance(raw_datasets, list) or not all(isinstance(d, dict) for d in raw_datasets):
+        raise ConfigError(f"{config}: [[datasets]] must be an array of tables")
+    return Project(
+        path=config.resolve(),
+        database_url=url,
+        pipelines=tuple(pipelines),
+        datasets=tuple(raw_datasets),
+    )
 
 
 def _anchor_sqlite(url: str, base: Path) -> str:

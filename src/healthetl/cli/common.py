@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from sqlalchemy.engine import Engine
 
+from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import PipelineOptions, Project, load_project, resolve_database_url
 from healthetl.datasets.spec import Dataset
 from healthetl.db import engine as db_engine
@@ -44,17 +46,38 @@ def check_format(fmt: str, allowed: tuple[str, ...] = ("table", "csv", "json")) 
     return fmt
 
 
+@dataclass
+class Session:
+    """What a command works with: the project, its catalog of datasets, and (maybe) a database."""
+
+    project: Project
+    catalog: Catalog
+    engine: Engine | None = None
+    url: str | None = None
+
+    @property
+    def db(self) -> Engine:
+        assert self.engine is not None
+        return self.engine
+
+
+def open_project(config: Path | None) -> Session:
+    project = load_project(config)
+    return Session(project, catalog_for(project))
+
+
 def open_database(
     db: str | None, config: Path | None, *, must_exist: bool = False, at_head: bool = False
-) -> tuple[Engine, Project]:
-    project = load_project(config)
-    url = resolve_database_url(db, project)
+) -> Session:
+    session = open_project(config)
+    url = resolve_database_url(db, session.project)
     engine = db_engine.create(url, must_exist=must_exist)
     db_engine.check_connection(engine)
     if at_head:
         hint = f" --db {db_engine.mask_url(url)}" if db else ""
-        migrate.ensure_at_head(engine, db_flag_hint=hint)
-    return engine, project
+        migrate.ensure_at_head(engine, session.catalog, db_flag_hint=hint)
+    session.engine, session.url = engine, url
+    return session
 
 
 def options_for(

@@ -8,11 +8,15 @@ from typing import Annotated
 import typer
 
 from healthetl.cli import render
-from healthetl.cli.common import FormatOption, check_format
+from healthetl.cli.common import ConfigOption, FormatOption, check_format, open_project
 from healthetl.config import write_starter
-from healthetl.datasets import get_dataset, registry
+from healthetl.datasets import infer as inferring
+from healthetl.datasets.spec import _bound
+from healthetl.errors import UsageError
 
-dataset_app = typer.Typer(help="The datasets healthetl can load.", no_args_is_help=True)
+dataset_app = typer.Typer(
+    help="The datasets healthetl can load (built in and declared).", no_args_is_help=True
+)
 
 
 def init(
@@ -24,20 +28,22 @@ def init(
 
 
 @dataset_app.command("list")
-def list_datasets(fmt: FormatOption = "table") -> None:
-    """Every dataset with its table, key and description."""
+def list_datasets(fmt: FormatOption = "table", config: ConfigOption = None) -> None:
+    """Every dataset with its table, key, references and where it is declared."""
     check_format(fmt)
+    catalog = open_project(config).catalog
     render.rows(
-        ["dataset", "table", "primary_key", "references", "description"],
+        ["dataset", "table", "primary_key", "references", "declared_in", "description"],
         [
             (
                 d.name,
                 d.table,
                 ",".join(d.primary_key),
                 ", ".join(f"{c}->{t}.{tc}" for c, (t, tc) in d.references.items()),
+                d.origin,
                 d.description,
             )
-            for d in registry().values()
+            for d in catalog.datasets.values()
         ],
         fmt,
     )
@@ -45,36 +51,97 @@ def list_datasets(fmt: FormatOption = "table") -> None:
 
 @dataset_app.command("show")
 def show_dataset(
-    name: Annotated[str, typer.Argument(help="Dataset name.")], fmt: FormatOption = "table"
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    fmt: FormatOption = "table",
+    config: ConfigOption = None,
 ) -> None:
     """Columns, types, checks, keys and table of one dataset."""
     check_format(fmt)
-    ds = get_dataset(name)
-    rows = []
+    ds = open_project(config).catalog.dataset(name)
+    rows: list[tuple[str, ...]] = []
     for c in ds.columns:
         rules = ["required"] if c.required else []
-        rules += {"integer": ["integer"], "date": ["date"]}.get(c.type, [])
+        rules += {
+            "integer": ["integer"],
+            "float": ["number"],
+            "decimal": ["number"],
+            "boolean": ["boolean"],
+            "date": ["date"],
+            "timestamp": ["timestamp"],
+        }.get(c.type, [])
         if c.date_window:
             rules.append(f"date_window {c.date_window[0]}..{c.date_window[1]}")
+        if c.minimum is not None or c.maximum is not None:
+            rules.append(f"range {_bound(c.minimum)}..{_bound(c.maximum)}")
+        if c.pattern:
+            rules.append(f"pattern {c.pattern}")
         if c.vocabulary:
             rules.append("vocabulary " + "|".join(c.vocabulary))
+        if c.value_map:
+            rules.append("map " + ", ".join(f"{k}->{v}" for k, v in c.value_map.items()))
         if c.references:
             rules.append(f"foreign_key {c.references}")
         if c.name in ds.primary_key:
             rules.append("duplicate_key")
+        if c.unique and c.name not in ds.primary_key:
+            rules.append("unique")
+        sev = ", ".join(f"{k}={v}" for k, v in c.severity.items())
         rows.append(
             (
                 c.name,
                 c.type,
                 "yes" if c.name in ds.primary_key else "",
                 "yes" if c.identifying else "",
-                ", ".join(rules),
+                ", ".join(rules) + (f" [{sev}]" if sev else ""),
                 c.description,
             )
         )
+    for cmp in ds.compares:
+        other = cmp.other if cmp.other is not None else repr(cmp.value)
+        rows.append(
+            (
+                f"({cmp.name})",
+                "check",
+                "",
+                "",
+                f"{cmp.column} {cmp.op} {other} [{cmp.severity}]",
+                cmp.description,
+            )
+        )
+    if ds.model is not None:
+        rows.append(("(model)", "pandera", "", "", getattr(ds.model, "__name__", "schema"), ""))
     render.rows(
         ["column", "type", "key", "identifying", "checks", "description"],
         rows,
         fmt,
         title=f"{ds.name} -> table {ds.table}",
     )
+
+
+@dataset_app.command("infer")
+def infer_dataset(
+    file: Annotated[str, typer.Argument(help="A sample file (csv, csv.gz, xlsx, parquet, ndjson).")],
+    name: Annotated[
+        str | None, typer.Option(help="Dataset name (default: from the file name).", show_default=False)
+    ] = None,
+    sample: Annotated[int, typer.Option(help="Rows to sample from the start of the file.")] = 50_000,
+    sheet: Annotated[str | None, typer.Option(help="Excel sheet.", show_default=False)] = None,
+    out: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the draft here.", show_default=False)
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="toml (a draft) | json (the profile)")] = "toml",
+) -> None:
+    """Draft a declaration from a sample file, with a profile of nulls, ranges and values."""
+    check_format(fmt, ("toml", "json"))
+    if sample < 1:
+        raise UsageError("--sample must be at least 1")
+    profile = inferring.infer(file, name=name, sample=sample, sheet=sheet)
+    text = inferring.to_toml(profile) if fmt == "toml" else profile.to_json() + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        render.info(
+            f"wrote {out}: review it, paste it into healthetl.toml, then run "
+            '`healthetl db revision -m "add {profile.name}"`'
+        )

@@ -7,8 +7,14 @@ from typing import Annotated
 import typer
 
 from healthetl.cli import render
-from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
-from healthetl.datasets import find_query, registry
+from healthetl.cli.common import (
+    ConfigOption,
+    DbOption,
+    FormatOption,
+    check_format,
+    open_database,
+    open_project,
+)
 from healthetl.db.query import coerce_params, run_query
 from healthetl.errors import UsageError
 
@@ -47,7 +53,7 @@ def query(
     check_format(fmt)
     if list_:
         rows = []
-        for ds in registry().values():
+        for ds in open_project(config).catalog.datasets.values():
             for q in ds.queries:
                 params = " ".join(f"{k}=<{p.type}>" for k, p in q.params.items())
                 rows.append((q.name, ds.name, params, q.description))
@@ -60,9 +66,9 @@ def query(
         text, values, types = sql, dict(given), None
     else:
         assert name is not None
-        _, q = find_query(name)
+        _, q = open_project(config).catalog.find_query(name)
         values = coerce_params(q.params, given, query=name)
         text, types = q.sql, {k: p.type for k, p in q.params.items()}
-    engine, _ = open_database(db, config, must_exist=True, at_head=True)
-    result = run_query(engine, text, values, types)
+    session = open_database(db, config, must_exist=True, at_head=True)
+    result = run_query(session.db, text, values, types)
     render.rows(result.columns, result.rows, fmt)

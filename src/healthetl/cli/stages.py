@@ -14,10 +14,10 @@ from healthetl.cli.common import (
     DbOption,
     PipelineOption,
     open_database,
+    open_project,
     options_for,
 )
-from healthetl.config import LOAD_MODES, PipelineOptions, load_project
-from healthetl.datasets import get_dataset
+from healthetl.config import LOAD_MODES, PipelineOptions
 from healthetl.errors import ExitCode, UsageError
 from healthetl.pipeline import run as run_mod
 from healthetl.pipeline import stages
@@ -60,7 +60,7 @@ def extract(
     encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
 ) -> None:
     """Read a source file as text, normalise column names, add source file and row number."""
-    get_dataset(dataset)
+    open_project(None).catalog.dataset(dataset)
     result = stages.extract(source, _output(out), PipelineOptions(sheet=sheet, encoding=encoding))
     render.info(
         f"extract {dataset}: {result.rows} rows, {len(result.columns) - 2} columns "
@@ -98,12 +98,11 @@ def validate(
     pipeline: PipelineOption = None,
 ) -> None:
     """Standardise and validate rows with the dataset's pandera rules. Exit 1 if data fails."""
-    ds = get_dataset(dataset)
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}")
-    project = load_project(config)
-    options, _ = options_for(project, ds, pipeline)
-    engine = open_database(db, config, must_exist=True, at_head=True)[0] if db else None
+    session = open_database(db, config, must_exist=True, at_head=True) if db else open_project(config)
+    ds = session.catalog.dataset(dataset)
+    options, _ = options_for(session.project, ds, pipeline)
     result = stages.validate(
         ds,
         input,
@@ -111,7 +110,8 @@ def validate(
         clean_output=out,
         rejects_output=rejects,
         report_path=report,
-        engine=engine,
+        engine=session.engine,
+        catalog=session.catalog,
     )
     s = result.summary
     render.info(
@@ -142,12 +142,13 @@ def load(
     pipeline: PipelineOption = None,
 ) -> None:
     """Validate (incl. references, against the database) and load rows in one transaction."""
-    ds = get_dataset(dataset)
     if mode is not None and mode not in LOAD_MODES:
         raise UsageError(f"--mode must be one of {', '.join(LOAD_MODES)}")
-    engine, project = open_database(db, config, at_head=True)
-    options, name = options_for(project, ds, pipeline)
-    result = stages.load(engine, ds, [input], options, mode=mode, pipeline=name)
+    session = open_project(config)
+    ds = session.catalog.dataset(dataset)
+    session = open_database(db, config, at_head=True)
+    options, name = options_for(session.project, ds, pipeline)
+    result = stages.load(session.db, ds, [input], options, mode=mode, pipeline=name, catalog=session.catalog)
     c = result.counts
     render.info(
         f"load {dataset} ({result.mode}): run {result.run_id}: {c.rows_in} rows in, "
@@ -181,9 +182,9 @@ def run(
     if fail_on not in FAIL_ON:
         raise UsageError(f"--fail-on must be one of {', '.join(FAIL_ON)}")
     render.configure_logging(log_file)
-    engine, project = open_database(db, config)
+    session = open_database(db, config)
     with render.RunDisplay() as display:
-        result = run_mod.run(engine, project, pipeline or None, progress=display)
+        result = run_mod.run(session.db, session.project, pipeline or None, progress=display)
     errors = warnings = 0
     for r in result.results:
         c = r.counts

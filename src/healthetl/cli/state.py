@@ -56,7 +56,7 @@ def show(
 ) -> None:
     """The run ledger: each run's id, pipeline, start/end, status and row counts."""
     check_format(fmt)
-    engine, _ = open_database(db, config, must_exist=True, at_head=True)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
     _table(ledger.runs(engine, pipeline=pipeline, limit=limit), fmt)
 
 
@@ -69,7 +69,7 @@ def report(
 ) -> None:
     """Row accounting and failed checks per rule of runs (default: --last)."""
     check_format(fmt, ("table", "json"))
-    engine, _ = open_database(db, config, must_exist=True, at_head=True)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
     runs = ledger.runs(engine, run_id=run_id, limit=None) if run_id else (ledger.latest_per_pipeline(engine))
     del last  # --last is the default view; the flag documents intent in scripts
     rules = ledger.rule_counts(engine, [r["run_id"] for r in runs])

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
-from healthetl.datasets.spec import Dataset, Query
+from healthetl.datasets.spec import Dataset
 from healthetl.errors import UsageError
 
 BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS)}
 
 
-def registry() -> dict[str, Dataset]:
-    return dict(BUILTIN)
-
-
 def get_dataset(name: str) -> Dataset:
-    datasets = registry()
+    """A built-in dataset (project datasets: healthetl.catalog.catalog_for(project))."""
     try:
-        return datasets[name]
+        return BUILTIN[name]
     except KeyError:
-        known = ", ".join(sorted(datasets))
+        known = ", ".join(sorted(BUILTIN))
         raise UsageError(f"unknown dataset {name!r} (known: {known})") from None
-
-
-def find_query(name: str) -> tuple[Dataset, Query]:
-    for dataset in registry().values():
-        query = dataset.query(name)
-        if query is not None:
-            return dataset, query
-    raise UsageError(f"unknown query {name!r}", hint="list them with `healthetl query --list`")
 
 
 def dependency_order(names: list[str], extra: dict[str, set[str]] | None = None) -> list[str]:

@@ -25,13 +25,18 @@ import sqlalchemy as sa
 from healthetl import checks
 from healthetl.config import PipelineOptions
 
-ColumnType = Literal["integer", "text", "date"]
+ColumnType = Literal["integer", "float", "decimal", "boolean", "text", "date", "timestamp"]
+COLUMN_TYPES: tuple[str, ...] = ("integer", "float", "decimal", "boolean", "text", "date", "timestamp")
 Severity = Literal["error", "warning"]
 
 SA_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "integer": sa.BigInteger,
+    "float": lambda: sa.Float(precision=53),
+    "decimal": lambda: sa.Numeric(),
+    "boolean": lambda: sa.Boolean(create_constraint=False),
     "text": sa.Text,
     "date": sa.Date,
+    "timestamp": lambda: sa.DateTime(timezone=True),
 }
 
 
@@ -48,6 +53,30 @@ class Column:
     references: str | None = None
     #: default plausible window for a date column; a pipeline may override it
     date_window: tuple[str, str] | None = None
+    #: inclusive bounds: numbers for numeric columns, ISO dates for date/timestamp columns
+    minimum: float | str | None = None
+    maximum: float | str | None = None
+    #: the whole value must match this regular expression
+    pattern: str | None = None
+    #: no two rows of a run share a value (the primary key is always unique)
+    unique: bool = False
+    #: replacements applied before anything else, e.g. {"Yes": "1", "No": "0"}
+    value_map: Mapping[str, str] | None = None
+    #: rule name -> severity for this column's checks
+    severity: Mapping[str, str] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A cross-column rule: ``column op other`` (or ``column op value``), null sides pass."""
+
+    name: str
+    column: str
+    op: Literal["<", "<=", "==", "!=", ">=", ">"]
+    other: str | None = None
+    value: str | float | None = None
+    severity: str = "error"
     description: str = ""
 
 
@@ -77,6 +106,17 @@ class Dataset:
     renames: Mapping[str, str] = field(default_factory=dict)
     default_mode: str = "replace"
     queries: tuple[Query, ...] = ()
+    #: cross-column rules
+    compares: tuple[Compare, ...] = ()
+    #: a pandera DataFrameModel or DataFrameSchema run on the typed rows that passed every
+    #: declared check (for what the declarative form cannot say)
+    model: Any = None
+    #: frame -> frame, run on the standardised text before validation
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    #: rule name -> severity for the whole dataset
+    severity: Mapping[str, str] = field(default_factory=dict)
+    #: where it was declared: "builtin" or the project file
+    origin: str = "builtin"
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -188,7 +228,8 @@ class CompiledDataset:
     rules: dict[tuple[str | None, int], Rule]
     required_rules: dict[str, Rule]
     standardise: Callable[[pd.DataFrame], pd.DataFrame]
-    keys: KeyTracker
+    #: key columns -> tracker of the values accepted so far in this run
+    trackers: list[tuple[tuple[str, ...], KeyTracker]]
     #: reference checks that could not run (no database given)
     skipped: list[str]
 
@@ -196,10 +237,49 @@ class CompiledDataset:
         return [*self.required_rules.values(), *self.rules.values()]
 
 
-def _severity(options: PipelineOptions, column: str | None, rule: str) -> Severity:
-    key = f"{column}.{rule}" if column else rule
-    value = options.severity.get(key) or options.severity.get(rule) or "error"
+def _severity(options: PipelineOptions, dataset: Dataset, column: Column | None, rule: str) -> Severity:
+    """pipeline option (column.rule, then rule) > column declaration > dataset > error."""
+    name = column.name if column else None
+    key = f"{name}.{rule}" if name else rule
+    value = (
+        options.severity.get(key)
+        or options.severity.get(rule)
+        or (column.severity.get(rule) if column else None)
+        or dataset.severity.get(key)
+        or dataset.severity.get(rule)
+        or "error"
+    )
     return "warning" if value == "warning" else "error"
+
+
+_TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
+    "integer": (
+        "integer",
+        "{column}{value} is not an integer",
+        lambda s: s.str.fullmatch(checks.INTEGER_PATTERN).fillna(True),
+    ),
+    "float": (
+        "number",
+        "{column}{value} is not a number",
+        lambda s: s.str.fullmatch(checks.FLOAT_PATTERN).fillna(True),
+    ),
+    "decimal": (
+        "number",
+        "{column}{value} is not a decimal number",
+        lambda s: s.str.fullmatch(checks.DECIMAL_PATTERN).fillna(True),
+    ),
+    "boolean": ("boolean", "{column}{value} is not a yes/no value", lambda s: s.isin(["0", "1"]) | s.isna()),
+    "date": (
+        "date",
+        "{column}{value} is not a real date in a recognised layout (YYYY-MM-DD, YYYY/MM/DD, MM/DD/YYYY)",
+        lambda s: checks.is_real_date(s) | s.isna(),
+    ),
+    "timestamp": (
+        "timestamp",
+        "{column}{value} is not a real timestamp in a recognised layout",
+        lambda s: checks.is_timestamp(s) | s.isna(),
+    ),
+}
 
 
 def compile_dataset(
@@ -219,111 +299,230 @@ def compile_dataset(
     skipped: list[str] = []
     aliases: dict[str, dict[str, str]] = {}
 
-    def rule(name: str, column: str | None, template: str, show: bool, detail: str = "") -> Rule:
-        return Rule(name, column, _severity(options, column, name), template, show, detail)
-
     for col in dataset.columns:
         col_checks: list[pa.Check] = []
         show = not col.identifying
+
+        def rule(name: str, template: str, detail: str = "", _c: Column = col) -> Rule:
+            return Rule(
+                name, _c.name, _severity(options, dataset, _c, name), template, not _c.identifying, detail
+            )
 
         def add(check: pa.Check, rule: Rule, _cc: list[pa.Check] = col_checks) -> None:
             rules[(rule.column, len(_cc))] = rule
             _cc.append(check)
 
         if col.required:
-            required_rules[col.name] = rule("required", col.name, "{column} is missing", False)
-        if col.type == "integer":
-            add(
-                pa.Check.str_matches(f"^{checks.INTEGER_PATTERN}$"),
-                rule("integer", col.name, "{column}{value} is not an integer", show),
+            required_rules[col.name] = Rule(
+                "required",
+                col.name,
+                _severity(options, dataset, col, "required"),
+                "{column} is missing",
             )
-        elif col.type == "date":
+        if col.type in _TYPE_CHECKS:
+            name, template, fn = _TYPE_CHECKS[col.type]
             add(
-                pa.Check(checks.is_real_date, element_wise=False),
-                rule(
-                    "date",
-                    col.name,
-                    "{column}{value} is not a real date in a recognised layout "
-                    "(YYYY-MM-DD, YYYY/MM/DD, MM/DD/YYYY)",
-                    show,
-                ),
+                pa.Check(fn, element_wise=False, ignore_na=False, name=f"healthetl_{name}"),
+                rule(name, template),
             )
+        typed = _TYPE_CHECKS[col.type][2] if col.type in _TYPE_CHECKS else None
+        if col.type == "date":
             window = options.date_window.get(col.name) or col.date_window
             if window:
                 lo, hi = (checks.resolve_bound(b) for b in window)
                 add(
-                    pa.Check(_window_check(lo, hi), element_wise=False),
+                    pa.Check(_window_check(lo, hi), element_wise=False, name="healthetl_date_window"),
                     rule(
                         "date_window",
-                        col.name,
                         "{column}{value} is outside the plausible window {detail}",
-                        show,
                         f"{lo}..{hi}",
                     ),
                 )
+        if col.minimum is not None or col.maximum is not None:
+            add(
+                pa.Check(_range_check(col, typed), element_wise=False, name="healthetl_range"),
+                rule(
+                    "range",
+                    "{column}{value} is outside {detail}",
+                    f"{_bound(col.minimum)}..{_bound(col.maximum)}",
+                ),
+            )
+        if col.pattern:
+            add(
+                pa.Check.str_matches(f"^(?:{col.pattern})$"),
+                rule("pattern", "{column}{value} does not match {detail}", col.pattern),
+            )
         if col.vocabulary:
             allowed = list(col.vocabulary)
             aliases[col.name] = checks.alias_table(col.vocabulary)
             add(
                 pa.Check.isin(allowed),
-                rule(
-                    "vocabulary",
-                    col.name,
-                    "unknown {column}{value} (expected one of {detail})",
-                    show,
-                    ", ".join(allowed),
-                ),
+                rule("vocabulary", "unknown {column}{value} (expected one of {detail})", ", ".join(allowed)),
             )
         if col.references:
             known = (known_keys or {}).get(col.name)
             if known is None:
                 skipped.append(f"{col.name} -> {col.references}")
             else:
-                add(
-                    pa.Check.isin(known),
-                    rule("foreign_key", col.name, "unknown {column}{value}", show),
-                )
+                add(pa.Check.isin(known), rule("foreign_key", "unknown {column}{value}"))
         pa_columns[col.name] = pa.Column(
             "str", checks=col_checks, nullable=not col.required, required=True, coerce=False
         )
+        del show
 
     frame_checks: list[pa.Check] = []
-    tracker = KeyTracker()
+    trackers: list[tuple[tuple[str, ...], KeyTracker]] = []
+
+    def add_frame(check: pa.Check, rule: Rule) -> None:
+        rules[(None, len(frame_checks))] = rule
+        frame_checks.append(check)
+
+    unique_sets: list[tuple[tuple[str, ...], str]] = []
     if dataset.primary_key:
-        pk = dataset.primary_key
-        pk_shows = all(not dataset.column(c).identifying for c in pk)
-
-        def unique_key(frame: pd.DataFrame) -> pd.Series:
-            keys = key_series(frame, pk)
-            return ~(tracker.duplicated(keys) & keys.notna())
-
-        rules[(None, len(frame_checks))] = Rule(
-            "duplicate_key",
-            ",".join(pk),
-            _severity(options, None, "duplicate_key"),
-            "duplicate {column}{value}: an earlier row in this run has the same key",
-            pk_shows,
+        unique_sets.append((dataset.primary_key, "duplicate_key"))
+    unique_sets += [
+        ((c.name,), "unique") for c in dataset.columns if c.unique and (c.name,) != dataset.primary_key
+    ]
+    for key_cols, rule_name in unique_sets:
+        tracker = KeyTracker()
+        trackers.append((key_cols, tracker))
+        shows = all(not dataset.column(c).identifying for c in key_cols)
+        add_frame(
+            pa.Check(_unique_check(key_cols, tracker), name=f"healthetl_{rule_name}"),
+            Rule(
+                rule_name,
+                ",".join(key_cols),
+                _severity(
+                    options, dataset, dataset.column(key_cols[0]) if len(key_cols) == 1 else None, rule_name
+                ),
+                "duplicate {column}{value}: an earlier row in this run has the same value",
+                shows,
+            ),
         )
-        frame_checks.append(pa.Check(unique_key))
+    for cmp in dataset.compares:
+        add_frame(
+            pa.Check(_compare_check(dataset, cmp), name=f"healthetl_compare_{cmp.name}"),
+            Rule(
+                cmp.name,
+                cmp.column,
+                _severity_named(options, dataset, cmp),
+                "{detail}",
+                False,
+                cmp.description or _describe_compare(cmp),
+            ),
+        )
 
     schema = pa.DataFrameSchema(pa_columns, checks=frame_checks, strict=False, coerce=False)
     standardise = _standardiser(dataset, options, aliases)
-    return CompiledDataset(dataset, schema, rules, required_rules, standardise, tracker, skipped)
+    return CompiledDataset(dataset, schema, rules, required_rules, standardise, trackers, skipped)
+
+
+def _severity_named(options: PipelineOptions, dataset: Dataset, cmp: Compare) -> Severity:
+    value = options.severity.get(cmp.name) or dataset.severity.get(cmp.name) or cmp.severity
+    return "warning" if value == "warning" else "error"
+
+
+def _bound(value: float | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _describe_compare(cmp: Compare) -> str:
+    words = {
+        "<": "before or below",
+        "<=": "not after",
+        "==": "equal to",
+        "!=": "different from",
+        ">=": "not before",
+        ">": "after or above",
+    }
+    other = cmp.other if cmp.other is not None else repr(cmp.value)
+    return f"{cmp.column} must be {words[cmp.op]} {other} ({cmp.column} {cmp.op} {other})"
+
+
+def _unique_check(key_cols: tuple[str, ...], tracker: KeyTracker) -> Callable[[pd.DataFrame], pd.Series]:
+    def healthetl_unique(frame: pd.DataFrame) -> pd.Series:
+        keys = key_series(frame, key_cols)
+        return ~(tracker.duplicated(keys) & keys.notna())
+
+    return healthetl_unique
+
+
+_OPS: dict[str, Callable[[Any, Any], Any]] = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    ">=": lambda a, b: a >= b,
+    ">": lambda a, b: a > b,
+}
+
+
+def comparable(column: Column, s: pd.Series) -> pd.Series:
+    """Values that order correctly: numbers as floats, dates and timestamps as ISO text
+    (a timestamp compared with a date compares its day)."""
+    if column.type in ("integer", "float", "decimal", "boolean"):
+        return checks.numbers(s)
+    return s
+
+
+def _compare_check(dataset: Dataset, cmp: Compare) -> Callable[[pd.DataFrame], pd.Series]:
+    left_col = dataset.column(cmp.column)
+    right_col = dataset.column(cmp.other) if cmp.other else None
+
+    def healthetl_compare(frame: pd.DataFrame) -> pd.Series:
+        left = comparable(left_col, frame[cmp.column])
+        if right_col is not None:
+            right = comparable(right_col, frame[right_col.name])
+            if {left_col.type, right_col.type} == {"date", "timestamp"}:
+                left, right = left.str.slice(0, 10), right.str.slice(0, 10)
+        else:
+            right = pd.Series(cmp.value, index=frame.index)
+            if left_col.type in ("integer", "float", "decimal", "boolean"):
+                right = right.astype(float)
+        result = _OPS[cmp.op](left, right)
+        return (result.fillna(False).astype(bool)) | left.isna() | right.isna()
+
+    return healthetl_compare
+
+
+def _range_check(
+    col: Column, typed: Callable[[pd.Series], pd.Series] | None
+) -> Callable[[pd.Series], pd.Series]:
+    def healthetl_range(s: pd.Series) -> pd.Series:
+        well_typed = typed(s) if typed is not None else pd.Series(True, index=s.index)
+        values = comparable(col, s)
+        ok = pd.Series(True, index=s.index)
+        if col.minimum is not None:
+            ok &= (values >= col.minimum).fillna(False)
+        if col.maximum is not None:
+            ok &= (values <= col.maximum).fillna(False)
+        # only judges values of the right type; the type check reports the others
+        return ok | ~well_typed.astype(bool) | s.isna()
+
+    return healthetl_range
 
 
 def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
-    def in_window(s: pd.Series) -> pd.Series:
+    def healthetl_window(s: pd.Series) -> pd.Series:
         # only judges well-formed dates; the date check reports the others
         return ~checks.is_iso_shaped(s) | ((s >= lo) & (s <= hi))
 
-    return in_window
+    return healthetl_window
 
 
 def _standardiser(
     dataset: Dataset, options: PipelineOptions, aliases: Mapping[str, Mapping[str, str]]
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    sources = {normalise_source(c.name): c.name for c in dataset.columns}
+    renames = {normalise_source(k): v for k, v in dataset.renames.items()}
+
     def standardise(frame: pd.DataFrame) -> pd.DataFrame:
-        frame = frame.rename(columns=dict(dataset.renames))
+        mapping = {c: renames[c] for c in frame.columns if c in renames and renames[c] not in frame}
+        frame = frame.rename(columns=mapping)
         out: dict[str, pd.Series] = {}
         for col in dataset.columns:
             if col.name not in frame.columns:
@@ -331,18 +530,64 @@ def _standardiser(
                     out[col.name] = pd.Series(pd.NA, index=frame.index, dtype="str")
                 continue
             s = frame[col.name]
+            if col.value_map:
+                s = checks.apply_value_map(s, col.value_map)
             if col.type == "integer":
                 s = checks.standardise_integer(s)
+            elif col.type in ("float", "decimal"):
+                s = checks.standardise_number(s)
+            elif col.type == "boolean":
+                s = checks.standardise_boolean(s)
             elif col.type == "date":
                 s = checks.standardise_date(s, options.date_order)
+            elif col.type == "timestamp":
+                s = checks.standardise_timestamp(s, options.timezone, options.date_order)
             elif col.name in aliases:
                 s = checks.standardise_vocabulary(s, aliases[col.name])
             else:
                 s = checks.blank_to_na(s)
             out[col.name] = s
-        return pd.DataFrame(out, index=frame.index)
+        result = pd.DataFrame(out, index=frame.index)
+        if dataset.transform is not None:
+            result = dataset.transform(result)
+        return result
 
+    del sources
     return standardise
+
+
+def typed_frame(dataset: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
+    """The canonical text of validated rows as pandas types, for user pandera models:
+    integers Int64, numbers Float64, booleans boolean, dates and timestamps datetime64
+    (timestamps in UTC), text str."""
+    out: dict[str, pd.Series] = {}
+    for col in dataset.columns:
+        if col.name not in frame.columns:
+            continue
+        s = frame[col.name]
+        if col.type == "integer":
+            out[col.name] = pd.to_numeric(s, errors="coerce").astype("Int64")
+        elif col.type in ("float", "decimal"):
+            out[col.name] = pd.to_numeric(s, errors="coerce").astype("Float64")
+        elif col.type == "boolean":
+            out[col.name] = s.map({"1": True, "0": False}).astype("boolean")
+        elif col.type == "date":
+            out[col.name] = pd.to_datetime(s, format="%Y-%m-%d", errors="coerce")
+        elif col.type == "timestamp":
+            out[col.name] = pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True)
+        else:
+            out[col.name] = s
+    extra = [c for c in frame.columns if c not in out]
+    result = pd.DataFrame(out, index=frame.index)
+    for c in extra:
+        result[c] = frame[c]
+    return result
+
+
+def normalise_source(name: str) -> str:
+    from healthetl.sources.readers import normalise_name
+
+    return normalise_name(name)
 
 
 # ---------------------------------------------------------------------------------------------

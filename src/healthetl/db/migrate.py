@@ -1,21 +1,37 @@
-"""Alembic, in process. The migrations ship inside the wheel (``healthetl/_migrations``);
-in a source checkout they are the repository's top-level ``alembic/`` folder."""
+"""Alembic, in process.
+
+healthetl's own migrations ship inside the wheel (``healthetl/_migrations``; in a source
+checkout, the repository's ``alembic/``). A project that declares datasets keeps their
+migrations in its own ``migrations/`` folder next to healthetl.toml: a second version location
+and an independent branch labelled ``project``, upgraded together with healthetl's
+(``upgrade heads``). Tables are never created or altered outside a migration.
+"""
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
 from healthetl.db.engine import first_line, mask_url
 from healthetl.errors import DatabaseError, UsageError
+
+if TYPE_CHECKING:
+    from healthetl.catalog import Catalog
+
+PROJECT_BRANCH = "project"
 
 
 def migrations_dir() -> Path:
@@ -29,44 +45,72 @@ def migrations_dir() -> Path:
     raise DatabaseError("healthetl's migrations are missing from this installation; reinstall it")
 
 
-def alembic_config(connection: sa.Connection | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(migrations_dir()))
+def _project_dir(catalog: Catalog | None, *, create: bool = False) -> Path | None:
+    if catalog is None or catalog.migrations_dir is None:
+        return None
+    folder = catalog.migrations_dir
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder if folder.is_dir() else None
+
+
+def alembic_config(
+    connection: sa.Connection | None = None,
+    catalog: Catalog | None = None,
+    *,
+    include_tables: set[str] | None = None,
+    create_project_dir: bool = False,
+) -> Config:
+    cfg = Config(stdout=io.StringIO())  # Alembic's own chatter; the CLI reports what happened
+    builtin = migrations_dir()
+    cfg.set_main_option("script_location", str(builtin))
+    locations = [str(builtin / "versions")]
+    project = _project_dir(catalog, create=create_project_dir)
+    if project is not None:
+        locations.append(str(project))
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join(locations))
     if connection is not None:
         cfg.attributes["connection"] = connection
+    if catalog is not None:
+        cfg.attributes["metadata"] = catalog.metadata
+    if include_tables is not None:
+        cfg.attributes["include_tables"] = include_tables
     return cfg
 
 
-def script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+def script(catalog: Catalog | None = None) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(catalog=catalog))
 
 
-def head_revisions() -> tuple[str, ...]:
-    return tuple(script().get_heads())
+def head_revisions(catalog: Catalog | None = None) -> tuple[str, ...]:
+    return tuple(script(catalog).get_heads())
 
 
 def current_revisions(conn: sa.Connection) -> tuple[str, ...]:
     return tuple(MigrationContext.configure(conn).get_current_heads())
 
 
-def upgrade(engine: Engine, revision: str = "head") -> tuple[tuple[str, ...], tuple[str, ...]]:
+def upgrade(
+    engine: Engine, revision: str = "heads", catalog: Catalog | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Upgrade; returns (revisions before, revisions after)."""
-    return _run(engine, lambda cfg: command.upgrade(cfg, revision), revision)
+    return _run(engine, lambda cfg: command.upgrade(cfg, revision), revision, catalog)
 
 
-def downgrade(engine: Engine, revision: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    return _run(engine, lambda cfg: command.downgrade(cfg, revision), revision)
+def downgrade(
+    engine: Engine, revision: str, catalog: Catalog | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return _run(engine, lambda cfg: command.downgrade(cfg, revision), revision, catalog)
 
 
 def _run(
-    engine: Engine, action: Callable[[Config], None], revision: str
+    engine: Engine, action: Callable[[Config], None], revision: str, catalog: Catalog | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from alembic.util import CommandError
-
     try:
         with engine.begin() as conn:
             before = current_revisions(conn)
-            action(alembic_config(conn))
+            action(alembic_config(conn, catalog))
             after = current_revisions(conn)
     except CommandError as exc:
         raise UsageError(f"alembic: {first_line(exc)} (revision {revision!r})") from None
@@ -82,16 +126,18 @@ class Revision:
     message: str
     is_head: bool
     is_current: bool
+    branch: str
 
 
-def history(engine: Engine | None = None) -> list[Revision]:
+def history(engine: Engine | None = None, catalog: Catalog | None = None) -> list[Revision]:
     current: tuple[str, ...] = ()
     if engine is not None:
         with engine.connect() as conn:
             current = current_revisions(conn)
     out = []
-    for rev in script().walk_revisions():
+    for rev in script(catalog).walk_revisions():
         down = rev.down_revision
+        labels = set(rev.branch_labels or ())
         out.append(
             Revision(
                 revision=rev.revision,
@@ -99,21 +145,151 @@ def history(engine: Engine | None = None) -> list[Revision]:
                 message=rev.doc or "",
                 is_head=rev.is_head,
                 is_current=rev.revision in current,
+                branch=PROJECT_BRANCH
+                if PROJECT_BRANCH in labels or _in_project(rev, catalog)
+                else "healthetl",
             )
         )
     return out
 
 
-def ensure_at_head(engine: Engine, *, db_flag_hint: str = "") -> None:
+def _in_project(rev: Any, catalog: Catalog | None) -> bool:
+    folder = _project_dir(catalog)
+    return folder is not None and Path(rev.path).resolve().parent == folder.resolve()
+
+
+def at_head(conn: sa.Connection, catalog: Catalog | None = None) -> bool:
+    """Every head is applied (a head another branch depends on is applied implicitly)."""
+    current = current_revisions(conn)
+    sd = script(catalog)
+    heads = set(sd.get_heads())
+    try:
+        applied = {r.revision for c in current for r in sd.iterate_revisions(c, "base")}
+    except CommandError:  # a revision these scripts do not know (written by a newer healthetl?)
+        return False
+    return heads <= applied and set(current) <= heads
+
+
+def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hint: str = "") -> None:
     """Refuse to touch tables unless the database is migrated to head; say what to run."""
     with engine.connect() as conn:
         current = set(current_revisions(conn))
-    heads = set(head_revisions())
-    if current == heads:
-        return
-    where = mask_url(engine.url)
-    state = ", ".join(sorted(current)) if current else "an empty (never migrated) database"
-    raise DatabaseError(
-        f"{where} is at {state}, not at head {', '.join(sorted(heads))}",
-        hint=f"run `healthetl db upgrade{db_flag_hint}`",
-    )
+        ok = at_head(conn, catalog)
+    heads = set(head_revisions(catalog))
+    if not ok:
+        where = mask_url(engine.url)
+        state = ", ".join(sorted(current)) if current else "an empty (never migrated) database"
+        raise DatabaseError(
+            f"{where} is at {state}, not at head {', '.join(sorted(heads))}",
+            hint=f"run `healthetl db upgrade{db_flag_hint}`",
+        )
+    ensure_declarations_match(engine, catalog)
+
+
+def declaration_drift(engine: Engine, catalog: Catalog | None) -> list[str]:
+    """How the project's declared tables differ from the database (empty: they match)."""
+    if catalog is None or not catalog.project_tables:
+        return []
+    include = catalog.project_tables
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                "include_name": _include_name(include),
+                "include_object": _include_object(include),
+            },
+        )
+        diffs = compare_metadata(ctx, catalog.metadata)
+    return [_describe(d) for d in diffs]
+
+
+def ensure_declarations_match(engine: Engine, catalog: Catalog | None) -> None:
+    drift = declaration_drift(engine, catalog)
+    if drift:
+        shown = "; ".join(drift[:4]) + (f"; and {len(drift) - 4} more" if len(drift) > 4 else "")
+        raise DatabaseError(
+            f"the declared datasets differ from the database: {shown}",
+            hint='generate a migration with `healthetl db revision -m "describe the change"`, '
+            "review it, then run `healthetl db upgrade`",
+        )
+
+
+def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
+    """Autogenerate a migration for the project's declared-but-missing or changed tables."""
+    if not catalog.project_tables or catalog.project is None:
+        raise UsageError(
+            "the project declares no datasets, so it has no tables to migrate",
+            hint="declare one under [[datasets]] in healthetl.toml",
+        )
+    ensure_at_head_revisions(engine, catalog)
+    if not declaration_drift(engine, catalog):
+        raise UsageError("nothing to do: the declared datasets match the database")
+    folder = catalog.project.migrations_dir
+    existing = _project_dir(catalog) is not None and any(folder.glob("*.py"))
+    builtin_heads = list(head_revisions(None))
+    try:
+        with engine.begin() as conn:
+            cfg = alembic_config(
+                conn, catalog, include_tables=catalog.project_tables, create_project_dir=True
+            )
+            kwargs: dict[str, Any] = (
+                {"head": f"{PROJECT_BRANCH}@head"}
+                if existing
+                else {
+                    "head": "base",
+                    "branch_label": PROJECT_BRANCH,
+                    "version_path": str(folder),
+                    "depends_on": builtin_heads,
+                }
+            )
+            scripts = command.revision(cfg, message=message, autogenerate=True, **kwargs)
+    except CommandError as exc:
+        raise UsageError(f"alembic: {first_line(exc)}") from None
+    made = scripts if isinstance(scripts, list) else [scripts]
+    return Path(made[0].path)  # type: ignore[union-attr]
+
+
+def ensure_at_head_revisions(engine: Engine, catalog: Catalog) -> None:
+    with engine.connect() as conn:
+        current = set(current_revisions(conn))
+        ok = at_head(conn, catalog)
+    if not ok:
+        raise DatabaseError(
+            f"{mask_url(engine.url)} is not at head ({', '.join(sorted(current)) or 'empty'})",
+            hint="run `healthetl db upgrade` before generating a revision",
+        )
+
+
+def _include_name(include: set[str]) -> Callable[[Any, str, Any], bool]:
+    def include_name(name: Any, type_: str, parent_names: Any) -> bool:
+        return name in include if type_ == "table" else True
+
+    return include_name
+
+
+def _include_object(include: set[str]) -> Callable[..., bool]:
+    def include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table":
+            return name in include
+        table = getattr(obj, "table", None)
+        return table is None or table.name in include
+
+    return include_object
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, list):  # column modifications come grouped
+        return _describe(diff[0])
+    kind = diff[0]
+    if kind == "add_table":
+        return f"table {diff[1].name} does not exist yet"
+    if kind == "remove_table":
+        return f"table {diff[1].name} is no longer declared"
+    if kind == "add_column":
+        return f"column {diff[2]}.{diff[3].name} is new"
+    if kind == "remove_column":
+        return f"column {diff[2]}.{diff[3].name} is no longer declared"
+    if kind.startswith("modify_"):
+        return f"column {diff[2]}.{diff[3]} changed ({kind[7:]})"
+    return str(kind).replace("_", " ")

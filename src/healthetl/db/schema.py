@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from healthetl.datasets import registry
+from healthetl.datasets import BUILTIN
 from healthetl.datasets.spec import table_for
 
 NAMING_CONVENTION = {
@@ -65,5 +65,4 @@ quarantine = sa.Table(
 )
 sa.Index("ix_quarantine_run_id", quarantine.c.run_id)
 
-_registry = registry()
-dataset_tables = {name: table_for(ds, metadata, _registry) for name, ds in _registry.items()}
+dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}

@@ -14,12 +14,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthetl import state
+from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import PipelineOptions
-from healthetl.datasets import registry
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.db.engine import first_line
-from healthetl.db.schema import dataset_tables
 from healthetl.errors import AccountingError, DatabaseError, HealthetlError
 from healthetl.pipeline.validate import ValidationSummary, Validator
 from healthetl.sources import open_writer, read_frames
@@ -64,14 +63,11 @@ def extract(source: str, output: str, options: PipelineOptions) -> ExtractResult
 # -------------------------------------------------------------------------------------- validate
 
 
-def reference_keys(conn: sa.Connection, dataset: Dataset) -> dict[str, pd.Index]:
+def reference_keys(conn: sa.Connection, dataset: Dataset, catalog: Catalog) -> dict[str, pd.Index]:
     """Keys each reference may point to, read from the referenced tables."""
     known: dict[str, pd.Index] = {}
-    datasets = registry()
     for column, (target, target_col) in dataset.references.items():
-        table = dataset_tables.get(target) if target in datasets else None
-        if table is None:
-            raise DatabaseError(f"{dataset.name}.{column} references unknown dataset {target!r}")
+        table = catalog.table(catalog.dataset(target))
         known[column] = bulk.known_keys(conn, table, target_col)
     return known
 
@@ -92,11 +88,13 @@ def validate(
     rejects_output: str | None = None,
     report_path: Path | None = None,
     engine: Engine | None = None,
+    catalog: Catalog | None = None,
 ) -> ValidateResult:
+    catalog = catalog or catalog_for(None)
     known: dict[str, pd.Index] | None = None
     if engine is not None:
         with engine.connect() as conn:
-            known = reference_keys(conn, dataset)
+            known = reference_keys(conn, dataset, catalog)
     validator = Validator(dataset, options, known)
     clean_writer = open_writer(clean_output) if clean_output else None
     rejects_writer = open_writer(rejects_output) if rejects_output else None
@@ -155,6 +153,7 @@ def load(
     pipeline: str | None = None,
     command: str = "load",
     progress: Progress = _quiet,
+    catalog: Catalog | None = None,
 ) -> LoadResult:
     """Validate and load ``sources`` into the dataset's table in one transaction.
 
@@ -162,6 +161,7 @@ def load(
     row is committed with the data; on any failure the data is rolled back and the run is
     recorded as failed.
     """
+    catalog = catalog or catalog_for(None)
     mode = mode or dataset.default_mode
     name = pipeline or dataset.name
     run_id = state.new_run_id()
@@ -180,11 +180,11 @@ def load(
     summary = ValidationSummary(dataset.name)
     try:
         with engine.begin() as conn:
-            validator = Validator(dataset, options, reference_keys(conn, dataset))
+            validator = Validator(dataset, options, reference_keys(conn, dataset, catalog))
             summary = validator.summary
             writer = bulk.TableWriter(
                 conn,
-                dataset_tables[dataset.name],
+                catalog.table(dataset),
                 dataset.column_names,
                 mode=mode,
                 run_id=run_id,

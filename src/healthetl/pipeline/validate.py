@@ -16,7 +16,14 @@ import pandas as pd
 import pandera.errors as pa_errors
 
 from healthetl.config import PipelineOptions
-from healthetl.datasets.spec import CompiledDataset, Dataset, Rule, compile_dataset, key_series
+from healthetl.datasets.spec import (
+    CompiledDataset,
+    Dataset,
+    Rule,
+    compile_dataset,
+    key_series,
+    typed_frame,
+)
 from healthetl.errors import DataContractError
 from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW
 
@@ -109,6 +116,11 @@ class Validator:
         except pa_errors.SchemaErrors as exc:
             cases = exc.failure_cases
         failures = self._failures(raw, std, cases)
+        if self.dataset.model is not None:
+            passed = ~std.index.isin(failures.loc[failures["severity"] == "error", "_index"])
+            extra = self._model_failures(raw, std.loc[passed])
+            if not extra.empty:
+                failures = pd.concat([failures, extra], ignore_index=True)
 
         error_rows = set(failures.loc[failures["severity"] == "error", "_index"])
         warn_rows = set(failures.loc[failures["severity"] == "warning", "_index"]) - error_rows
@@ -116,8 +128,8 @@ class Validator:
         clean = std.loc[keep].copy()
         for col in LINEAGE:
             clean[col] = raw.loc[keep, col]
-        if self.dataset.primary_key:
-            compiled.keys.add(key_series(clean, self.dataset.primary_key))
+        for key_cols, tracker in compiled.trackers:
+            tracker.add(key_series(clean, key_cols))
         result = BatchResult(
             clean=clean,
             failures=failures.drop(columns="_index"),
@@ -171,13 +183,52 @@ class Validator:
                     }
                 )
             )
-        out = pd.concat(parts, ignore_index=True)
+        # a frame-level check is reported once per column of the row: keep one per row and rule
+        out = pd.concat(parts, ignore_index=True).drop_duplicates(["_index", "column_name", "rule"])
         rows = raw.loc[out["_index"]]
         out["source_file"] = rows[SOURCE_FILE].to_numpy()
         out["source_row"] = rows[SOURCE_ROW].to_numpy()
         out["original"] = _original_json(raw, out["_index"])
         out = out.sort_values(["source_row", "column_name", "rule"], kind="stable")
         return out[[*FAILURE_COLUMNS, "_index"]].reset_index(drop=True)
+
+    def _model_failures(self, raw: pd.DataFrame, std: pd.DataFrame) -> pd.DataFrame:
+        """The dataset's own pandera model, on the typed rows that passed every declared check."""
+        model = self.dataset.model
+        label = getattr(model, "__name__", "model")
+        try:
+            model.validate(typed_frame(self.dataset, std), lazy=True)
+            return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
+        except pa_errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        whole = cases[cases["index"].isna()]
+        if not whole.empty:
+            first = whole.iloc[0]
+            raise DataContractError(
+                f"{self.dataset.name}: model {label} failed {first['check']} on column {first['column']}"
+            )
+        identifying = {c.name for c in self.dataset.columns if c.identifying}
+        records = []
+        for case in cases.drop_duplicates(["index", "column", "check"]).itertuples(index=False):
+            column = case.column if isinstance(case.column, str) else None
+            check = str(case.check)
+            value = "" if column in identifying or column is None else f" {case.failure_case!r}"
+            severity = self.dataset.severity.get(check, "error")
+            records.append(
+                {
+                    "_index": int(case.index),
+                    "column_name": column,
+                    "rule": check,
+                    "severity": "warning" if severity == "warning" else "error",
+                    "reason": f"{column or 'row'}{value} failed {check} ({label})",
+                }
+            )
+        out = pd.DataFrame.from_records(records)
+        rows = raw.loc[out["_index"]]
+        out["source_file"] = rows[SOURCE_FILE].to_numpy()
+        out["source_row"] = rows[SOURCE_ROW].to_numpy()
+        out["original"] = _original_json(raw, out["_index"])
+        return out[[*FAILURE_COLUMNS, "_index"]]
 
     def _rule_for(self, case: Any) -> Rule:
         compiled = self.compiled

@@ -1,0 +1,93 @@
+"""The catalog: every dataset a command can use (built in + declared in the project file),
+with the tables they load into. Built-in and user datasets go through the same machinery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from healthetl.config import Project
+from healthetl.datasets import BUILTIN
+from healthetl.datasets.declare import declared_datasets
+from healthetl.datasets.spec import Dataset, Query, table_for
+from healthetl.db.schema import NAMING_CONVENTION
+from healthetl.db.schema import metadata as builtin_metadata
+from healthetl.errors import ConfigError, UsageError
+
+
+@dataclass
+class Catalog:
+    datasets: dict[str, Dataset]
+    metadata: sa.MetaData
+    tables: dict[str, sa.Table]
+    #: names of the tables the project's own migrations own
+    project_tables: set[str] = field(default_factory=set)
+    project: Project | None = None
+
+    def dataset(self, name: str) -> Dataset:
+        try:
+            return self.datasets[name]
+        except KeyError:
+            known = ", ".join(sorted(self.datasets))
+            raise UsageError(f"unknown dataset {name!r} (known: {known})") from None
+
+    def table(self, dataset: Dataset) -> sa.Table:
+        return self.tables[dataset.name]
+
+    def find_query(self, name: str) -> tuple[Dataset, Query]:
+        for dataset in self.datasets.values():
+            query = dataset.query(name)
+            if query is not None:
+                return dataset, query
+        raise UsageError(f"unknown query {name!r}", hint="list them with `healthetl query --list`")
+
+    @property
+    def migrations_dir(self) -> Path | None:
+        return self.project.migrations_dir if self.project and self.project_tables else None
+
+
+def catalog_for(project: Project | None) -> Catalog:
+    if project is None or not project.datasets:
+        return _builtin()
+    return _project_catalog(project)
+
+
+@lru_cache(maxsize=1)
+def _builtin() -> Catalog:
+    from healthetl.db.schema import dataset_tables
+
+    return Catalog(dict(BUILTIN), builtin_metadata, dict(dataset_tables))
+
+
+def _project_catalog(project: Project) -> Catalog:
+    declared = declared_datasets(project)
+    datasets = dict(BUILTIN)
+    for ds in declared:
+        if ds.name in datasets:
+            raise ConfigError(
+                f"{project.path}: dataset {ds.name!r} is already defined"
+                + (" (built in)" if ds.name in BUILTIN else "")
+            )
+        datasets[ds.name] = ds
+    builtin_tables = {t.name for t in builtin_metadata.sorted_tables}
+    for ds in declared:
+        if ds.table in builtin_tables:
+            raise ConfigError(
+                f"{project.path}: dataset {ds.name}: table {ds.table!r} belongs "
+                "to healthetl; choose another table name"
+            )
+        for column, (target, _) in ds.references.items():
+            if target not in datasets:
+                raise ConfigError(
+                    f"{project.path}: dataset {ds.name}: {column} references unknown dataset {target!r}"
+                )
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    for table in builtin_metadata.sorted_tables:
+        table.to_metadata(metadata)
+    tables = {name: metadata.tables[BUILTIN[name].table] for name in BUILTIN}
+    for ds in declared:
+        tables[ds.name] = table_for(ds, metadata, datasets)
+    return Catalog(datasets, metadata, tables, {ds.table for ds in declared}, project)

@@ -1,0 +1,298 @@
+"""Datasets declared by users: in healthetl.toml (`[[datasets]]`), optionally with a Python
+module for pandera models and transforms the declarative form cannot express."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandera.pandas as pa
+
+from healthetl.config import LOAD_MODES, SEVERITIES, Project
+from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Param, Query
+from healthetl.errors import ConfigError
+from healthetl.sources.readers import normalise_name
+
+_DATASET_KEYS = {
+    "name",
+    "table",
+    "description",
+    "primary_key",
+    "mode",
+    "columns",
+    "checks",
+    "queries",
+    "severity",
+    "model",
+    "transform",
+    "module",
+}
+_COLUMN_KEYS = {
+    "type",
+    "required",
+    "identifying",
+    "allowed",
+    "vocabulary",
+    "references",
+    "date_window",
+    "min",
+    "max",
+    "pattern",
+    "unique",
+    "map",
+    "source",
+    "severity",
+    "description",
+}
+_CHECK_KEYS = {"name", "column", "op", "other", "value", "severity", "description"}
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def declared_datasets(project: Project) -> list[Dataset]:
+    where = str(project.path or "healthetl.toml")
+    return [_dataset(raw, where, project.base_dir) for raw in project.datasets]
+
+
+def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _IDENT.match(name):
+        raise ConfigError(
+            f"{where}: every [[datasets]] needs a name of lower-case letters, digits and _ (got {name!r})"
+        )
+    here = f"{where}: dataset {name}"
+    unknown = set(raw) - _DATASET_KEYS
+    if unknown:
+        raise ConfigError(f"{here}: unknown key(s) {', '.join(sorted(unknown))}")
+    raw_columns = raw.get("columns")
+    if not isinstance(raw_columns, dict) or not raw_columns:
+        raise ConfigError(f"{here}: declare its columns in [datasets.columns]")
+    columns = []
+    renames: dict[str, str] = {}
+    for col_name, spec in raw_columns.items():
+        column, source = _column(str(col_name), spec, here)
+        columns.append(column)
+        if source:
+            renames[normalise_name(source)] = column.name
+    names = {c.name for c in columns}
+    pk = raw.get("primary_key", [])
+    pk = (pk,) if isinstance(pk, str) else tuple(pk)
+    for key in pk:
+        if key not in names:
+            raise ConfigError(f"{here}: primary_key column {key!r} is not declared")
+    columns = [Column(**{**c.__dict__, "required": c.required or c.name in pk}) for c in columns]
+    mode = raw.get("mode", "replace")
+    if mode not in LOAD_MODES:
+        raise ConfigError(f"{here}: mode must be one of {', '.join(LOAD_MODES)}")
+    if mode == "merge" and not pk:
+        raise ConfigError(f"{here}: mode merge needs a primary_key")
+    table = raw.get("table", name)
+    if not isinstance(table, str) or not _IDENT.match(table):
+        raise ConfigError(f"{here}: table must be a plain lower-case name")
+    severity = _severity_map(raw.get("severity", {}), f"{here}: severity")
+    module = _load_module(raw["module"], base, here) if raw.get("module") else None
+    return Dataset(
+        name=name,
+        description=str(raw.get("description", "")),
+        columns=tuple(columns),
+        primary_key=pk,
+        table=table,
+        renames=renames,
+        default_mode=mode,
+        queries=tuple(_query(q, here) for q in raw.get("queries", [])),
+        compares=tuple(_compare(c, here, names) for c in raw.get("checks", [])),
+        model=_model(raw.get("model"), module, base, here),
+        transform=_transform(raw.get("transform"), module, base, here),
+        severity=severity,
+        origin=where,
+    )
+
+
+def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
+    if isinstance(spec, str):
+        spec = {"type": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{here}: column {name} must be a table or a type name")
+    if not _IDENT.match(name):
+        raise ConfigError(f"{here}: column name {name!r} must be lower-case letters, digits, _")
+    where = f"{here}, column {name}"
+    unknown = set(spec) - _COLUMN_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    ctype = spec.get("type", "text")
+    if ctype not in COLUMN_TYPES:
+        raise ConfigError(f"{where}: type must be one of {', '.join(COLUMN_TYPES)}")
+    vocabulary: dict[str, tuple[str, ...]] | None = None
+    if "allowed" in spec:
+        vocabulary = {str(v): () for v in spec["allowed"]}
+    if "vocabulary" in spec:
+        vocabulary = {str(k): tuple(str(a) for a in v) for k, v in spec["vocabulary"].items()}
+    value_map = None
+    if "map" in spec:
+        value_map = {str(k): _map_value(v) for k, v in spec["map"].items()}
+    if spec.get("pattern") is not None:
+        try:
+            re.compile(spec["pattern"])
+        except re.error as exc:
+            raise ConfigError(f"{where}: pattern is not a regular expression ({exc})") from None
+    window = spec.get("date_window")
+    bounds = {k: _bound(spec.get(k), ctype, f"{where}: {k}") for k in ("min", "max")}
+    refs = spec.get("references")
+    if refs is not None and not re.match(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$", str(refs)):
+        raise ConfigError(f"{where}: references must be 'dataset.column'")
+    column = Column(
+        name=name,
+        type=ctype,
+        required=bool(spec.get("required", False)),
+        identifying=bool(spec.get("identifying", False)),
+        vocabulary=vocabulary,
+        references=refs,
+        date_window=tuple(window) if window else None,
+        minimum=bounds["min"],
+        maximum=bounds["max"],
+        pattern=spec.get("pattern"),
+        unique=bool(spec.get("unique", False)),
+        value_map=value_map,
+        severity=_severity_map(spec.get("severity", {}), f"{where}: severity"),
+        description=str(spec.get("description", "")),
+    )
+    source = spec.get("source")
+    return column, (str(source) if source is not None else None)
+
+
+def _map_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _bound(value: Any, ctype: str, where: str) -> float | str | None:
+    if value is None:
+        return None
+    if ctype in ("integer", "float", "decimal"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number for a {ctype} column")
+        return float(value)
+    if ctype in ("date", "timestamp"):
+        text = str(value)
+        if not re.match(r"^\d{4}-\d{2}-\d{2}", text):
+            raise ConfigError(f"{where} must be an ISO date for a {ctype} column")
+        return text
+    raise ConfigError(f"{where}: min/max apply to numeric, date and timestamp columns")
+
+
+def _severity_map(raw: Any, where: str) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise ConfigError(f'{where} must be a table of rule = "error" | "warning"')
+    for rule, value in raw.items():
+        if value not in SEVERITIES:
+            raise ConfigError(f"{where}.{rule} must be error or warning")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _compare(raw: dict[str, Any], here: str, names: set[str]) -> Compare:
+    unknown = set(raw) - _CHECK_KEYS
+    if unknown:
+        raise ConfigError(f"{here}: check: unknown key(s) {', '.join(sorted(unknown))}")
+    name = raw.get("name")
+    if not name:
+        raise ConfigError(f"{here}: every [[datasets.checks]] needs a name")
+    where = f"{here}, check {name}"
+    if raw.get("op") not in ("<", "<=", "==", "!=", ">=", ">"):
+        raise ConfigError(f"{where}: op must be one of < <= == != >= >")
+    for key in ("column", "other"):
+        if key in raw and raw[key] not in names:
+            raise ConfigError(f"{where}: {key} {raw[key]!r} is not a declared column")
+    if "column" not in raw or ("other" in raw) == ("value" in raw):
+        raise ConfigError(f"{where}: give column, op and either other (a column) or value")
+    severity = raw.get("severity", "error")
+    if severity not in SEVERITIES:
+        raise ConfigError(f"{where}: severity must be error or warning")
+    return Compare(
+        name=str(name),
+        column=raw["column"],
+        op=raw["op"],
+        other=raw.get("other"),
+        value=raw.get("value"),
+        severity=severity,
+        description=str(raw.get("description", "")),
+    )
+
+
+def _query(raw: dict[str, Any], here: str) -> Query:
+    if not raw.get("name") or not raw.get("sql"):
+        raise ConfigError(f"{here}: every [[datasets.queries]] needs a name and sql")
+    params = {}
+    for pname, spec in (raw.get("params") or {}).items():
+        spec = spec if isinstance(spec, dict) else {"type": spec}
+        ptype = spec.get("type", "text")
+        if ptype not in ("integer", "text", "date"):
+            raise ConfigError(
+                f"{here}, query {raw['name']}: parameter {pname} type must be integer, text or date"
+            )
+        default = spec.get("default")
+        params[str(pname)] = Param(
+            ptype, None if default is None else str(default), str(spec.get("help", ""))
+        )
+    return Query(str(raw["name"]), str(raw.get("description", "")), str(raw["sql"]), params)
+
+
+def _load_module(path_text: str, base: Path, here: str) -> Any:
+    path = Path(path_text)
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        raise ConfigError(f"{here}: module {path} not found")
+    module_name = f"healthetl_project_{abs(hash(str(path.resolve())))}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"{here}: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[module_name]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"{here}: importing {path} failed: {type(exc).__name__}: {first}") from None
+    return module
+
+
+def _attribute(ref: Any, module: Any, base: Path, here: str, what: str) -> Any:
+    """'file.py:NAME' or 'NAME' (in the dataset's module)."""
+    if ref is None:
+        return getattr(module, what.upper(), None) if module is not None else None
+    text = str(ref)
+    if ":" in text:
+        file_part, _, attr = text.rpartition(":")
+        module = _load_module(file_part, base, here)
+    else:
+        attr = text
+    if module is None:
+        raise ConfigError(f"{here}: {what} {text!r} needs a module ('rules.py:{text}')")
+    if not hasattr(module, attr):
+        raise ConfigError(f"{here}: {what} {attr!r} not found in {module.__file__}")
+    return getattr(module, attr)
+
+
+def _model(ref: Any, module: Any, base: Path, here: str) -> Any:
+    model = _attribute(ref, module, base, here, "model")
+    if model is None:
+        return None
+    ok = isinstance(model, pa.DataFrameSchema) or (
+        isinstance(model, type) and issubclass(model, pa.DataFrameModel)
+    )
+    if not ok:
+        raise ConfigError(f"{here}: model must be a pandera DataFrameModel or DataFrameSchema")
+    return model
+
+
+def _transform(ref: Any, module: Any, base: Path, here: str) -> Callable[..., Any] | None:
+    fn = _attribute(ref, module, base, here, "transform")
+    if fn is not None and not callable(fn):
+        raise ConfigError(f"{here}: transform must be a function frame -> frame")
+    return fn  # type: ignore[no-any-return]
