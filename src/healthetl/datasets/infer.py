@@ -109,7 +109,7 @@ def _profile(name: str, raw: pd.Series) -> ColumnProfile:
         rows,
         nulls,
         distinct,
-        nulls == 0 and rows > 0,
+        nulls == 0 and rows > 0 and not markers,
         identifying,
         notes=notes,
         missing_markers=markers,

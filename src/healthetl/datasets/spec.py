@@ -256,17 +256,17 @@ _TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
     "integer": (
         "integer",
         "{column}{value} is not an integer",
-        lambda s: s.str.fullmatch(checks.INTEGER_PATTERN).fillna(True),
+        lambda s: s.str.fullmatch(checks.INTEGER_PATTERN).fillna(False) | s.isna(),
     ),
     "float": (
         "number",
         "{column}{value} is not a number",
-        lambda s: s.str.fullmatch(checks.FLOAT_PATTERN).fillna(True),
+        lambda s: s.str.fullmatch(checks.FLOAT_PATTERN).fillna(False) | s.isna(),
     ),
     "decimal": (
         "number",
         "{column}{value} is not a decimal number",
-        lambda s: s.str.fullmatch(checks.DECIMAL_PATTERN).fillna(True),
+        lambda s: s.str.fullmatch(checks.DECIMAL_PATTERN).fillna(False) | s.isna(),
     ),
     "boolean": ("boolean", "{column}{value} is not a yes/no value", lambda s: s.isin(["0", "1"]) | s.isna()),
     "date": (

@@ -9,6 +9,7 @@ and an independent branch labelled ``project``, upgraded together with healthetl
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
@@ -61,7 +63,8 @@ def alembic_config(
     include_tables: set[str] | None = None,
     create_project_dir: bool = False,
 ) -> Config:
-    cfg = Config(stdout=io.StringIO())  # Alembic's own chatter; the CLI reports what happened
+    # Alembic's own chatter is silenced; the CLI reports what happened
+    cfg = Config(stdout=io.StringIO(), cmd_opts=argparse.Namespace(quiet=True))
     builtin = migrations_dir()
     cfg.set_main_option("script_location", str(builtin))
     locations = [str(builtin / "versions")]
@@ -165,7 +168,7 @@ def at_head(conn: sa.Connection, catalog: Catalog | None = None) -> bool:
     heads = set(sd.get_heads())
     try:
         applied = {r.revision for c in current for r in sd.iterate_revisions(c, "base")}
-    except CommandError:  # a revision these scripts do not know (written by a newer healthetl?)
+    except (CommandError, RevisionError):  # a revision these scripts do not know
         return False
     return heads <= applied and set(current) <= heads
 
@@ -176,6 +179,15 @@ def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hi
         current = set(current_revisions(conn))
         ok = at_head(conn, catalog)
     heads = set(head_revisions(catalog))
+    known = {r.revision for r in script(catalog).walk_revisions()}
+    unknown = current - known
+    if unknown:
+        raise DatabaseError(
+            f"{mask_url(engine.url)} has migration(s) {', '.join(sorted(unknown))} that this "
+            "project does not know",
+            hint="run the command with the project file that declared them (--config, or from "
+            "its folder); a newer healthetl may also have written them",
+        )
     if not ok:
         where = mask_url(engine.url)
         state = ", ".join(sorted(current)) if current else "an empty (never migrated) database"
