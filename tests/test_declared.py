@@ -135,7 +135,8 @@ def test_changed_declaration_needs_a_revision(cli, tmp_path: Path, db_url: str) 
 
     history = json.loads(cli("db", "history", "-f", "json", "--config", changed, "--db", db_url).stdout)
     assert [r["branch"] for r in history].count("project") == 2
-    assert cli("db", "downgrade", "base", "--config", changed, "--db", db_url).exit_code == 0
+    result = cli("db", "downgrade", "base", "--config", changed, "--db", db_url)
+    assert result.exit_code == 0, result.output
     engine = sa.create_engine(db_url)
     assert "noshow_appointments" not in sa.inspect(engine).get_table_names()
     engine.dispose()
@@ -291,7 +292,7 @@ def test_project_migrations_need_the_project(cli, tmp_path: Path, sqlite_url: st
     assert cli("db", "upgrade", "--config", cfg, "--db", sqlite_url).exit_code == 0
     assert cli("db", "revision", "-m", "add", "--config", cfg, "--db", sqlite_url).exit_code == 0
     assert cli("db", "upgrade", "--config", cfg, "--db", sqlite_url).exit_code == 0
-    result = cli("state", "show", "--db", sqlite_url)  # no project file here
+    result = cli("state", "runs", "--db", sqlite_url)  # no project file here
     assert result.exit_code == 3
     assert "this project does not know" in result.output and "--config" in result.output
-    assert cli("state", "show", "--config", cfg, "--db", sqlite_url).exit_code == 0
+    assert cli("state", "runs", "--config", cfg, "--db", sqlite_url).exit_code == 0

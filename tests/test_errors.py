@@ -77,7 +77,7 @@ def test_unknown_dataset_and_bad_options_are_usage_errors(cli, tmp_path: Path) -
 
 def test_unreachable_database_masks_the_password(cli) -> None:
     url = "postgresql://clinic:s3cret-pw@127.0.0.1:1/clinic"
-    result = cli("state", "show", "--db", url)
+    result = cli("state", "runs", "--db", url)
     assert result.exit_code == 3
     line = _one_line_error(result.output)
     assert "s3cret-pw" not in result.output
@@ -155,7 +155,7 @@ def test_failed_load_is_recorded_and_the_next_run_completes(cli, vip_project: Pa
     assert cli("run", "--config", vip_project, "--db", sqlite_url).exit_code == 0
     import json
 
-    runs = json.loads(cli("state", "show", "appointments", "-f", "json", "--db", sqlite_url).stdout)
+    runs = json.loads(cli("state", "runs", "appointments", "-f", "json", "--db", sqlite_url).stdout)
     assert [r["status"] for r in runs] == ["succeeded", "failed", "succeeded"]
     assert runs[0]["rows_loaded"] == runs[2]["rows_loaded"] > 0
     shutil.rmtree(data)

@@ -21,6 +21,7 @@ def test_list_names_every_query(cli) -> None:
         "patient-confirmed-appointments",
         "cancelled-between",
         "confirmed-per-doctor",
+        "daily-visits",
     }
 
 

@@ -130,7 +130,7 @@ def test_second_identical_run_leaves_identical_tables(cli, vip_project: Path, db
     second_run = cli("run", "--config", vip_project, "--db", db_url)
     assert second_run.exit_code == 0, second_run.output
     assert _tables(db_url) == first
-    ledger = cli("state", "show", "--format", "json", "--db", db_url)
+    ledger = cli("state", "runs", "--format", "json", "--db", db_url)
     runs = json.loads(ledger.stdout)
     assert len(runs) == 4 and {r["status"] for r in runs} == {"succeeded"}
 
@@ -151,7 +151,7 @@ def test_run_selected_pipeline_and_log_file(cli, vip_project: Path, sqlite_url: 
     assert result.exit_code == 0, result.output
     text = log.read_text()
     assert "doctors: succeeded" in text and "appointments" not in text
-    runs = json.loads(cli("state", "show", "-f", "json", "--db", sqlite_url).stdout)
+    runs = json.loads(cli("state", "runs", "-f", "json", "--db", sqlite_url).stdout)
     assert [r["pipeline"] for r in runs] == ["doctors"]
 
 

@@ -182,7 +182,7 @@ def test_load_modes_and_transactional_failure(cli, tmp_path: Path, db_url: str) 
     assert result.exit_code == 3, result.output
     assert "nothing was written" in result.output and "Traceback" not in result.output
     assert rows() == before
-    runs = json.loads(cli("state", "show", "-f", "json", "--db", db_url).stdout)
+    runs = json.loads(cli("state", "runs", "-f", "json", "--db", db_url).stdout)
     assert runs[0]["status"] == "failed" and runs[0]["error"]
 
     # merge upserts on the key

@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from healthetl.config import Project
 from healthetl.datasets import BUILTIN
 from healthetl.datasets.declare import declared_datasets
-from healthetl.datasets.spec import Dataset, Query, table_for
+from healthetl.datasets.spec import (
+    Dataset,
+    Query,
+    analytic_tables_for,
+    raw_table_for,
+    table_for,
+)
 from healthetl.db.schema import NAMING_CONVENTION
 from healthetl.db.schema import metadata as builtin_metadata
 from healthetl.errors import ConfigError, UsageError
@@ -36,6 +42,9 @@ class Catalog:
 
     def table(self, dataset: Dataset) -> sa.Table:
         return self.tables[dataset.name]
+
+    def raw_table(self, dataset: Dataset) -> sa.Table | None:
+        return self.metadata.tables.get(dataset.raw_table) if dataset.raw_table else None
 
     def find_query(self, name: str) -> tuple[Dataset, Query]:
         for dataset in self.datasets.values():
@@ -74,6 +83,11 @@ def _project_catalog(project: Project) -> Catalog:
         datasets[ds.name] = ds
     builtin_tables = {t.name for t in builtin_metadata.sorted_tables}
     for ds in declared:
+        if ds.raw_table in builtin_tables:
+            raise ConfigError(
+                f"{project.path}: dataset {ds.name}: raw table {ds.raw_table!r} "
+                "belongs to healthetl; choose another name"
+            )
         if ds.table in builtin_tables:
             raise ConfigError(
                 f"{project.path}: dataset {ds.name}: table {ds.table!r} belongs "
@@ -88,6 +102,12 @@ def _project_catalog(project: Project) -> Catalog:
     for table in builtin_metadata.sorted_tables:
         table.to_metadata(metadata)
     tables = {name: metadata.tables[BUILTIN[name].table] for name in BUILTIN}
+    owned: set[str] = set()
     for ds in declared:
         tables[ds.name] = table_for(ds, metadata, datasets)
-    return Catalog(datasets, metadata, tables, {ds.table for ds in declared}, project)
+        owned.add(ds.table)
+        raw = raw_table_for(ds, metadata)
+        if raw is not None:
+            owned.add(raw.name)
+        owned.update(t.name for t in analytic_tables_for(ds, metadata))
+    return Catalog(datasets, metadata, tables, owned, project)

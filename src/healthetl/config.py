@@ -35,6 +35,17 @@ _PIPELINE_KEYS = {
     "depends_on",
     "chunk_size",
     "timezone",
+    "cursor",
+    "lookback_hours",
+    "quality",
+}
+_QUALITY_KEYS = {
+    "required_null_rate",
+    "invalid_date_rate",
+    "null_rate",
+    "row_count_drop",
+    "freshness_hours",
+    "allow_empty",
 }
 
 
@@ -52,6 +63,11 @@ class PipelineOptions:
     chunk_size: int = 75_000
     #: how naive timestamps are read (stored as UTC)
     timezone: str = "UTC"
+    #: incremental loads: the cursor column and lookback (default: the dataset's)
+    cursor: str | None = None
+    lookback_hours: float | None = None
+    #: batch-level data-quality thresholds overriding the dataset's (see datasets.spec.Quality)
+    quality: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -127,6 +143,22 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     chunk_size = int(raw.get("chunk_size", 75_000))
     if chunk_size < 1:
         raise ConfigError(f"{where}: chunk_size must be positive")
+    quality = raw.get("quality") or {}
+    if not isinstance(quality, dict) or set(quality) - _QUALITY_KEYS:
+        unknown = ", ".join(sorted(set(quality) - _QUALITY_KEYS)) if isinstance(quality, dict) else ""
+        raise ConfigError(
+            f"{where}: quality: unknown key(s) {unknown} (known: {', '.join(sorted(_QUALITY_KEYS))})"
+        )
+    for key, value in quality.items():
+        if key == "allow_empty" and not isinstance(value, bool):
+            raise ConfigError(f"{where}: quality.allow_empty must be true or false")
+        if key == "null_rate" and not isinstance(value, dict):
+            raise ConfigError(f"{where}: quality.null_rate must be a table of column = rate")
+        if key not in ("allow_empty", "null_rate") and not isinstance(value, int | float):
+            raise ConfigError(f"{where}: quality.{key} must be a number")
+    lookback = raw.get("lookback_hours")
+    if lookback is not None and (not isinstance(lookback, int | float) or lookback < 0):
+        raise ConfigError(f"{where}: lookback_hours must be a non-negative number")
     timezone = str(raw.get("timezone", "UTC"))
     try:
         from zoneinfo import ZoneInfo
@@ -135,6 +167,9 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     except Exception:
         raise ConfigError(f"{where}: unknown timezone {timezone!r} (use an IANA name)") from None
     return PipelineOptions(
+        cursor=raw.get("cursor"),
+        lookback_hours=float(lookback) if lookback is not None else None,
+        quality=dict(quality),
         timezone=timezone,
         sheet=raw.get("sheet"),
         encoding=str(raw.get("encoding", "utf-8")),

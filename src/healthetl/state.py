@@ -28,6 +28,8 @@ def new_run_id(now: datetime | None = None) -> str:
 
 @dataclass
 class RunCounts:
+    rows_read: int = 0
+    rows_skipped: int = 0
     rows_in: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
@@ -79,6 +81,7 @@ def fail_run(engine: Engine, run_id: str, error: str, counts: RunCounts | None =
     values: dict[str, Any] = {"status": "failed", "finished_at": datetime.now(UTC), "error": error}
     if counts is not None:
         values["rows_in"] = counts.rows_in
+        values["rows_read"] = counts.rows_read
     with engine.begin() as conn:
         conn.execute(etl_runs.update().where(etl_runs.c.run_id == run_id).values(**values))
 
@@ -151,3 +154,40 @@ def _row(mapping: Any) -> dict[str, Any]:
                 value = value.replace(tzinfo=UTC)
             row[key] = value.isoformat(timespec="seconds")
     return row
+
+
+def check_history(
+    engine: Engine, pipeline: str | None, *, run_ids: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Batch-level data-quality checks of runs, oldest first, with the run's start time."""
+    from healthetl.db.schema import dq_results
+
+    q = (
+        sa.select(
+            etl_runs.c.started_at,
+            dq_results.c.run_id,
+            dq_results.c.pipeline,
+            dq_results.c.check_name,
+            dq_results.c.column_name,
+            dq_results.c.severity,
+            dq_results.c.observed,
+            dq_results.c.threshold,
+            dq_results.c.passed,
+            dq_results.c.detail,
+        )
+        .join(etl_runs, etl_runs.c.run_id == dq_results.c.run_id)
+        .order_by(etl_runs.c.started_at, dq_results.c.id)
+    )
+    if pipeline:
+        q = q.where(dq_results.c.pipeline == pipeline)
+    if run_ids is not None:
+        if not run_ids:
+            return []
+        q = q.where(dq_results.c.run_id.in_(run_ids))
+    with engine.connect() as conn:
+        out = []
+        for r in conn.execute(q):
+            row = _row(r._mapping)
+            row["passed"] = bool(row["passed"])
+            out.append(row)
+        return out

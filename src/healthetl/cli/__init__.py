@@ -26,6 +26,9 @@ class _Group(TyperGroup):
             _maybe_traceback(ctx)
             render.error(exc.message)
             raise typer.Exit(int(exc.exit_code)) from None
+        except BrokenPipeError:
+            render.error("the output was closed early (did the next command in the pipe fail?)")
+            raise typer.Exit(int(ExitCode.RUNTIME)) from None
         except KeyboardInterrupt:
             render.error("interrupted; nothing was committed by the interrupted step")
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None

@@ -140,6 +140,12 @@ def load(
     db: DbOption = None,
     config: ConfigOption = None,
     pipeline: PipelineOption = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the data-quality report (JSON).", show_default=False)
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load a file the raw layer already holds (same sha256) again.")
+    ] = False,
 ) -> None:
     """Validate (incl. references, against the database) and load rows in one transaction."""
     if mode is not None and mode not in LOAD_MODES:
@@ -148,12 +154,18 @@ def load(
     ds = session.catalog.dataset(dataset)
     session = open_database(db, config, at_head=True)
     options, name = options_for(session.project, ds, pipeline)
-    result = stages.load(session.db, ds, [input], options, mode=mode, pipeline=name, catalog=session.catalog)
-    c = result.counts
-    render.info(
-        f"load {dataset} ({result.mode}): run {result.run_id}: {c.rows_in} rows in, "
-        f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined"
+    result = stages.load(
+        session.db,
+        ds,
+        [input],
+        options,
+        mode=mode,
+        pipeline=name,
+        catalog=session.catalog,
+        force=force,
+        report_path=report,
     )
+    _summarise(result)
 
 
 def run(
@@ -177,6 +189,28 @@ def run(
             help="Exit 1 when rows were quarantined for checks of this severity: error | warning | never."
         ),
     ] = "never",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the data-quality report of every pipeline (JSON).", show_default=False),
+    ] = None,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Take every row regardless of the watermark and rebuild analytics tables completely.",
+        ),
+    ] = False,
+    from_raw: Annotated[
+        str | None,
+        typer.Option(
+            "--from-raw",
+            help="Reprocess the rows run RUN_ID extracted, from the raw layer (no source file needed).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
+    ] = False,
 ) -> None:
     """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
     if fail_on not in FAIL_ON:
@@ -184,14 +218,37 @@ def run(
     render.configure_logging(log_file)
     session = open_database(db, config)
     with render.RunDisplay() as display:
-        result = run_mod.run(session.db, session.project, pipeline or None, progress=display)
+        result = run_mod.run(
+            session.db,
+            session.project,
+            pipeline or None,
+            progress=display,
+            force=force,
+            full_refresh=full_refresh,
+            from_raw=from_raw,
+            report_path=report,
+        )
     errors = warnings = 0
     for r in result.results:
-        c = r.counts
-        render.info(
-            f"{r.pipeline}: {r.status}, run {r.run_id}: {c.rows_in} rows in, "
-            f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined"
-        )
+        _summarise(r)
         errors += r.summary.errors
         warnings += r.summary.warnings
     raise typer.Exit(_fail_code(errors, warnings, fail_on))
+
+
+def _summarise(r: stages.LoadResult) -> None:
+    c = r.counts
+    skipped = f", {c.rows_skipped} behind the watermark" if c.rows_skipped else ""
+    dupes = f", {c.duplicates_dropped} older duplicates dropped" if c.duplicates_dropped else ""
+    render.info(
+        f"{r.pipeline}: {r.status}, run {r.run_id}: {c.rows_in} rows in{skipped}, "
+        f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined{dupes}"
+    )
+    for path, run_id in r.skipped_files:
+        render.info(f"{r.pipeline}: skipped {path}: already loaded by run {run_id} (--force loads it again)")
+    for check in r.checks:
+        if not check.passed:
+            what = check.check + (f"({check.column})" if check.column else "")
+            render.warn(f"{r.pipeline}: {check.severity} {what}: {check.observed:g} > {check.threshold:g}")
+    if r.watermark is not None:
+        render.info(f"{r.pipeline}: watermark {r.watermark.isoformat()}")

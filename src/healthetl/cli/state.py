@@ -1,16 +1,19 @@
-"""healthetl state / report: the run ledger."""
+"""healthetl state / report: incremental state, the run ledger and data-quality history."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 import typer
 
 from healthetl import state as ledger
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
+from healthetl.pipeline import layers
 
-app = typer.Typer(help="Pipeline state: the run ledger.", no_args_is_help=True)
+app = typer.Typer(help="Pipeline state: watermarks and the run ledger.", no_args_is_help=True)
 
 RUN_COLUMNS = [
     "run_id",
@@ -20,25 +23,26 @@ RUN_COLUMNS = [
     "status",
     "started_at",
     "finished_at",
+    "rows_read",
+    "rows_skipped",
     "rows_in",
     "rows_loaded",
     "rows_quarantined",
     "duplicates_dropped",
     "error",
 ]
-
-
 TABLE_COLUMNS = [
     "run_id",
     "pipeline",
     "status",
     "started_at",
-    "finished_at",
     "rows_in",
     "rows_loaded",
     "rows_quarantined",
+    "duplicates_dropped",
     "error",
 ]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]
 
 
 def _table(runs: list[dict[str, Any]], fmt: str) -> None:
@@ -46,8 +50,48 @@ def _table(runs: list[dict[str, Any]], fmt: str) -> None:
     render.rows(cols, [[r.get(c) for c in cols] for r in runs], fmt)
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 @app.command()
 def show(
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.", show_default=False)] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Each pipeline's watermark, lookback and last run (status and counts)."""
+    check_format(fmt)
+    session = open_database(db, config, must_exist=True, at_head=True)
+    with session.db.connect() as conn:
+        states = {s.pipeline: s for s in layers.all_states(conn)}
+    latest = {r["pipeline"]: r for r in ledger.latest_per_pipeline(session.db)}
+    names = sorted(set(states) | set(latest) | {p.name for p in session.project.pipelines})
+    if pipeline:
+        names = [n for n in names if n == pipeline]
+    rows = []
+    for name in names:
+        st, run = states.get(name), latest.get(name, {})
+        rows.append(
+            {
+                "pipeline": name,
+                "watermark": _iso(st.watermark) if st else None,
+                "lookback_hours": st.lookback_hours if st else None,
+                "last_run_id": run.get("run_id"),
+                "last_status": run.get("status"),
+                "last_started_at": run.get("started_at"),
+                "rows_in": run.get("rows_in"),
+                "rows_loaded": run.get("rows_loaded"),
+                "rows_quarantined": run.get("rows_quarantined"),
+            }
+        )
+    cols = list(rows[0]) if rows else ["pipeline", "watermark", "lookback_hours", "last_status"]
+    render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
+
+
+@app.command()
+def runs(
     pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
     fmt: FormatOption = "table",
@@ -60,24 +104,130 @@ def show(
     _table(ledger.runs(engine, pipeline=pipeline, limit=limit), fmt)
 
 
+def _change(change: layers.StateChange, fmt: str) -> None:
+    if fmt == "json":
+        render.document(change.to_dict())
+        return
+    verb = "would change" if change.dry_run else "changed"
+    render.info(
+        f"{change.pipeline}: watermark {verb} from {_iso(change.previous) or 'none'} to "
+        f"{_iso(change.new) or 'none'} ({change.action})"
+    )
+
+
+@app.command("set")
+def set_state(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
+    watermark: Annotated[str, typer.Option(help="New watermark, ISO 8601 (UTC if no offset).")],
+    dry_run: DryRun = False,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Set a pipeline's watermark (audited with the previous value)."""
+    check_format(fmt)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    new = layers.parse_timestamp(watermark)
+    _change(layers.change_watermark(engine, pipeline, new, action="set", dry_run=dry_run), fmt)
+
+
+@app.command()
+def reset(
+    pipeline: Annotated[str, typer.Argument(help="Pipeline name.")],
+    dry_run: DryRun = False,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Forget a pipeline's watermark: the next run takes every row (audited)."""
+    check_format(fmt)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    _change(layers.change_watermark(engine, pipeline, None, action="reset", dry_run=dry_run), fmt)
+
+
+@app.command("import")
+def import_state(
+    file: Annotated[str, typer.Argument(help="JSON state file with watermark_last_updated.")],
+    pipeline: Annotated[str, typer.Option(help="The pipeline it belongs to.")],
+    dry_run: DryRun = False,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Import the original pipeline's state file (watermark_last_updated), audited."""
+    check_format(fmt)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    _change(layers.import_state_file(engine, file, pipeline, dry_run=dry_run), fmt)
+
+
+@app.command()
+def audit(
+    pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.", show_default=False)] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Every manual change of state (set, reset, import) with the previous value."""
+    check_format(fmt)
+    from healthetl.db.schema import state_audit as t
+
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    q = sa.select(t).order_by(t.c.id.desc())
+    if pipeline:
+        q = q.where(t.c.pipeline == pipeline)
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(q)]
+    cols = ["at", "pipeline", "action", "previous_watermark", "new_watermark", "detail"]
+    render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
+
+
 def report(
     last: Annotated[bool, typer.Option("--last", help="The latest run of every pipeline.")] = False,
     run_id: Annotated[str | None, typer.Option(help="One run.", show_default=False)] = None,
+    checks: Annotated[
+        bool, typer.Option("--checks", help="The history of every data-quality check.")
+    ] = False,
+    pipeline: Annotated[
+        str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.", show_default=False)
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Row accounting and failed checks per rule of runs (default: --last)."""
+    """Row accounting and failed rules of runs (default: --last), or --checks history."""
     check_format(fmt, ("table", "json"))
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    runs = ledger.runs(engine, run_id=run_id, limit=None) if run_id else (ledger.latest_per_pipeline(engine))
+    if checks:
+        history = ledger.check_history(engine, pipeline)
+        if fmt == "json":
+            render.document(history)
+            return
+        cols = [
+            "started_at",
+            "pipeline",
+            "run_id",
+            "check_name",
+            "column_name",
+            "severity",
+            "observed",
+            "threshold",
+            "passed",
+        ]
+        render.rows(cols, [[h.get(c) for c in cols] for h in history], fmt)
+        return
+    runs = ledger.runs(engine, run_id=run_id, limit=None) if run_id else ledger.latest_per_pipeline(engine)
+    if pipeline:
+        runs = [r for r in runs if r["pipeline"] == pipeline]
     del last  # --last is the default view; the flag documents intent in scripts
-    rules = ledger.rule_counts(engine, [r["run_id"] for r in runs])
+    ids = [r["run_id"] for r in runs]
+    rules = ledger.rule_counts(engine, ids)
+    quality = ledger.check_history(engine, None, run_ids=ids)
     if fmt == "json":
         for r in runs:
             r["checks"] = [
                 {k: v for k, v in c.items() if k != "run_id"} for c in rules if c["run_id"] == r["run_id"]
             ]
+            r["quality"] = [q for q in quality if q["run_id"] == r["run_id"]]
         render.document(runs)
         return
     _table(runs, fmt)
@@ -86,5 +236,23 @@ def report(
             ["run_id", "column_name", "rule", "severity", "failures"],
             [[c["run_id"], c["column_name"], c["rule"], c["severity"], c["failures"]] for c in rules],
             fmt,
-            title="failed checks",
+            title="failed rules (quarantine)",
+        )
+    if quality:
+        render.rows(
+            ["run_id", "check_name", "column_name", "severity", "observed", "threshold", "passed"],
+            [
+                [
+                    q["run_id"],
+                    q["check_name"],
+                    q["column_name"],
+                    q["severity"],
+                    q["observed"],
+                    q["threshold"],
+                    q["passed"],
+                ]
+                for q in quality
+            ],
+            fmt,
+            title="data-quality checks",
         )

@@ -13,7 +13,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
-from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Param, Query
+from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Param, Quality, Query
 from healthetl.errors import ConfigError
 from healthetl.sources.readers import normalise_name
 
@@ -94,6 +94,21 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         raise ConfigError(f"{here}: table must be a plain lower-case name")
     severity = _severity_map(raw.get("severity", {}), f"{here}: severity")
     module = _load_module(raw["module"], base, here) if raw.get("module") else None
+    order = raw.get("dedupe_order", [])
+    order = (order,) if isinstance(order, str) else tuple(order)
+    for column in order:
+        if column not in names:
+            raise ConfigError(f"{here}: dedupe_order column {column!r} is not declared")
+    if order and not pk:
+        raise ConfigError(f"{here}: dedupe_order needs a primary_key")
+    cursor = raw.get("cursor")
+    if cursor is not None and cursor not in names:
+        raise ConfigError(f"{here}: cursor column {cursor!r} is not declared")
+    quality_raw = raw.get("quality", {})
+    try:
+        quality = Quality(**quality_raw) if quality_raw else None
+    except TypeError as exc:
+        raise ConfigError(f"{here}: quality: {exc}") from None
     return Dataset(
         name=name,
         description=str(raw.get("description", "")),
@@ -101,13 +116,18 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         primary_key=pk,
         table=table,
         renames=renames,
-        default_mode=mode,
         queries=tuple(_query(q, here) for q in raw.get("queries", [])),
         compares=tuple(_compare(c, here, names) for c in raw.get("checks", [])),
         model=_model(raw.get("model"), module, base, here),
         transform=_transform(raw.get("transform"), module, base, here),
         severity=severity,
         origin=where,
+        raw_table=f"raw_{table}" if raw.get("raw") else None,
+        dedupe_order=order,
+        cursor=cursor,
+        lookback_hours=float(raw.get("lookback_hours", 24.0)),
+        quality=quality,
+        default_mode="merge" if order and "mode" not in raw else mode,
     )
 
 

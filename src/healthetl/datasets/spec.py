@@ -96,6 +96,42 @@ class Query:
 
 
 @dataclass(frozen=True)
+class Analytic:
+    """A derived table kept current incrementally.
+
+    ``select`` produces the table's rows; it contains ``{where}``, which becomes a filter on
+    ``partition`` (a column of the table it reads) for the partitions a run touched, or
+    nothing for a full rebuild. A run deletes the touched partitions and inserts them again,
+    so an incremental run and a full rebuild give the same table by construction.
+    """
+
+    table: str
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+    partition: str
+    select: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Batch-level data-quality thresholds (a pipeline may override each)."""
+
+    #: required fields: share of accepted rows with a null (error above)
+    required_null_rate: float = 0.0
+    #: share of rows with a date or timestamp that could not be read (error above)
+    invalid_date_rate: float = 0.01
+    #: column -> share of nulls above which a warning is raised
+    null_rate: Mapping[str, float] = field(default_factory=dict)
+    #: warn when accepted rows drop by more than this share against the last successful run
+    row_count_drop: float = 0.30
+    #: warn when the newest cursor value is older than this many hours
+    freshness_hours: float | None = 48.0
+    #: a run with nothing to load is an error unless this is set
+    allow_empty: bool = False
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str
     description: str
@@ -117,6 +153,16 @@ class Dataset:
     severity: Mapping[str, str] = field(default_factory=dict)
     #: where it was declared: "builtin" or the project file
     origin: str = "builtin"
+    #: an immutable raw layer: every extracted batch appended to this table as text
+    raw_table: str | None = None
+    #: duplicates of the primary key are resolved by keeping the greatest value of these
+    #: columns (instead of being quarantined); the others are counted as duplicates_dropped
+    dedupe_order: tuple[str, ...] = ()
+    #: default incremental cursor (a timestamp column) and lookback in hours
+    cursor: str | None = None
+    lookback_hours: float = 24.0
+    analytics: tuple[Analytic, ...] = ()
+    quality: Quality | None = None
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -378,7 +424,7 @@ def compile_dataset(
         frame_checks.append(check)
 
     unique_sets: list[tuple[tuple[str, ...], str]] = []
-    if dataset.primary_key:
+    if dataset.primary_key and not dataset.dedupe_order:  # else: resolved by order, not an error
         unique_sets.append((dataset.primary_key, "duplicate_key"))
     unique_sets += [
         ((c.name,), "unique") for c in dataset.columns if c.unique and (c.name,) != dataset.primary_key
@@ -627,3 +673,46 @@ def table_for(dataset: Dataset, metadata: sa.MetaData, registry: Mapping[str, Da
             )
         )
     return sa.Table(dataset.table, metadata, *cols, comment=dataset.description)
+
+
+def raw_table_for(dataset: Dataset, metadata: sa.MetaData) -> sa.Table | None:
+    """The raw layer: the values as received (text), with their lineage. Append-only."""
+    if not dataset.raw_table:
+        return None
+    cols: list[sa.schema.SchemaItem] = [
+        sa.Column(
+            "raw_id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True
+        ),
+        sa.Column("run_id", sa.String(40), nullable=False),
+        sa.Column("source_file", sa.Text, nullable=False),
+        sa.Column("source_row", sa.BigInteger, nullable=False),
+        sa.Column("file_sha256", sa.String(64), nullable=False),
+        sa.Column("extracted_at", sa.DateTime(timezone=True), nullable=False),
+    ]
+    cols += [sa.Column(c.name, sa.Text, nullable=True) for c in dataset.columns]
+    table = sa.Table(
+        dataset.raw_table,
+        metadata,
+        *cols,
+        comment=f"Raw layer of {dataset.name}: every batch as received, never changed.",
+    )
+    sa.Index(f"ix_{dataset.raw_table}_run_id", table.c.run_id)
+    sa.Index(f"ix_{dataset.raw_table}_file_sha256", table.c.file_sha256)
+    return table
+
+
+def analytic_tables_for(dataset: Dataset, metadata: sa.MetaData) -> list[sa.Table]:
+    tables = []
+    for a in dataset.analytics:
+        cols: list[sa.schema.SchemaItem] = [
+            sa.Column(
+                c.name,
+                SA_TYPES[c.type](),
+                nullable=not (c.required or c.name in a.key),
+                comment=c.description or None,
+            )
+            for c in a.columns
+        ]
+        cols.append(sa.PrimaryKeyConstraint(*a.key))
+        tables.append(sa.Table(a.table, metadata, *cols, comment=a.description or None))
+    return tables

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
@@ -105,8 +105,18 @@ class _CopyThread:
             raise error
 
 
+STAGE = "_healthetl_stage"
+DEDUP = "_healthetl_dedup"
+
+
 class TableWriter:
-    """Writes validated chunks (and their quarantine records) of one dataset's table."""
+    """Writes validated chunks (and their quarantine records) of one dataset's table.
+
+    Lifecycle: ``prepare()``, ``write()`` per chunk, ``flush()`` (every row is in the
+    database), ``merge()`` (staged rows into the table), ``finish()`` (constraints back).
+    Rows are staged in a temporary table when the mode needs it: ``merge`` on PostgreSQL,
+    and any dataset whose duplicates are resolved by an order (``dedupe_order``).
+    """
 
     def __init__(
         self,
@@ -118,6 +128,7 @@ class TableWriter:
         run_id: str,
         dataset: str,
         key: Sequence[str],
+        dedupe_order: Sequence[str] = (),
     ) -> None:
         self.conn = conn
         self.table = table
@@ -126,25 +137,29 @@ class TableWriter:
         self.run_id = run_id
         self.dataset = dataset
         self.key = list(key)
+        self.dedupe_order = list(dedupe_order)
         self.postgres = is_postgres(conn)
-        self.rows = 0
-        self._target = _quote(conn, table.name)
+        self.rows = 0  # rows written (staged or direct)
+        self.loaded = 0  # rows that reached the table after deduplication
+        self.duplicates = 0
+        self.staged = bool(self.dedupe_order) or (mode == "merge" and self.postgres)
+        self._name = _quote(conn, table.name)
+        self._target = STAGE if self.staged else self._name
         self._dropped_fks: list[tuple[str, str]] = []
         self._copier: _CopyThread | None = None
 
+    # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
-        q = _quote(self.conn, self.table.name)
+        q = self._name
         if self.mode == "replace":
             if self.postgres and not is_referenced(self.table):
                 self.conn.exec_driver_sql(f"TRUNCATE TABLE {q}")
-                self._drop_foreign_keys()
+                if not self.staged:
+                    self._drop_foreign_keys()
             else:  # rows others reference are re-checked at commit (deferred foreign keys)
                 self.conn.exec_driver_sql(f"DELETE FROM {q}")
-        if self.mode == "merge" and self.postgres:
-            self._target = "_healthetl_stage"
-            self.conn.exec_driver_sql(
-                f"CREATE TEMP TABLE {self._target} (LIKE {q} INCLUDING DEFAULTS) ON COMMIT DROP"
-            )
+        if self.staged:
+            self._temp_like(STAGE, q)
         if self.postgres:
             self._copier = _CopyThread(self.conn.connection.driver_connection)
 
@@ -160,17 +175,46 @@ class TableWriter:
         if failures is not None and not failures.empty:
             self._quarantine(failures)
 
-    def finish(self) -> None:
+    def copy(self, statement: str, data: bytes) -> None:
+        """Run a COPY on this load's connection, in order with the writer's own (PostgreSQL)."""
+        if self._copier is None:
+            raise RuntimeError("copy() needs PostgreSQL and a prepared writer")
+        self._copier.submit(statement, data)
+
+    def flush(self) -> None:
+        """Wait until every written row is in the database (stage or table)."""
         if self._copier is not None:
             copier, self._copier = self._copier, None
             copier.close()
-        if self.mode == "merge" and self.postgres and self.rows:
-            cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+        if self.staged and self.dedupe_order:
+            self._dedupe()
+
+    @property
+    def incoming(self) -> str | None:
+        """The relation holding this run's rows before they are merged, if staged."""
+        if not self.staged:
+            return None
+        return DEDUP if self.dedupe_order else STAGE
+
+    def merge(self) -> None:
+        """Move staged rows into the table (upsert on the key; newer versions win)."""
+        if not self.staged:
+            self.loaded = self.rows
+            return
+        cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+        source = self.incoming
+        self.loaded = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {source}").scalar_one())
+        if self.loaded:
             self.conn.exec_driver_sql(
-                f"INSERT INTO {_quote(self.conn, self.table.name)} ({cols}) "
-                f"SELECT {cols} FROM {self._target} {self._on_conflict()}"
+                f"INSERT INTO {self._name} ({cols}) SELECT {cols} FROM {source} WHERE true "
+                f"{self._on_conflict()}"
             )
+
+    def finish(self) -> None:
         self._restore_foreign_keys()
+        if not self.postgres and self.staged:  # SQLite temp tables live with the connection
+            for name in (STAGE, DEDUP):
+                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
 
     def abort(self) -> None:
         """Stop the copy thread after a failure (the transaction is rolled back by the caller)."""
@@ -181,6 +225,33 @@ class TableWriter:
             except BaseException:
                 pass
 
+    # ------------------------------------------------------------------ helpers
+    def _temp_like(self, name: str, table: str) -> None:
+        if self.postgres:
+            self.conn.exec_driver_sql(
+                f"CREATE TEMP TABLE {name} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
+            )
+        else:
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+            self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT * FROM main.{table} WHERE 0")
+
+    def _dedupe(self) -> None:
+        """Keep one row per key, the one with the greatest ``dedupe_order`` values."""
+        cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+        keys = ", ".join(_quote(self.conn, k) for k in self.key)
+        order = ", ".join(f"{_quote(self.conn, c)} DESC" for c in self.dedupe_order)
+        ranked = (
+            f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} "
+            f"ORDER BY {order}) AS _healthetl_rank FROM {STAGE}) ranked WHERE _healthetl_rank = 1"
+        )
+        if self.postgres:
+            self.conn.exec_driver_sql(f"CREATE TEMP TABLE {DEDUP} ON COMMIT DROP AS {ranked}")
+        else:
+            self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{DEDUP}")
+            self.conn.exec_driver_sql(f"CREATE TEMP TABLE {DEDUP} AS {ranked}")
+        kept = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {DEDUP}").scalar_one())
+        self.duplicates = self.rows - kept
+
     def _drop_foreign_keys(self) -> None:
         # foreign keys and the primary key of this (empty, exclusively locked) table; the
         # primary key is rebuilt by one sort instead of one btree insertion per row
@@ -188,35 +259,42 @@ class TableWriter:
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
             "WHERE conrelid = %(t)s::regclass AND contype IN ('f', 'p') "
             "ORDER BY contype = 'f', conname",
-            {"t": self._target},
+            {"t": self._name},
         ).all()
         for name, definition in rows:
-            self.conn.exec_driver_sql(f"ALTER TABLE {self._target} DROP CONSTRAINT {_quote(self.conn, name)}")
+            self.conn.exec_driver_sql(f"ALTER TABLE {self._name} DROP CONSTRAINT {_quote(self.conn, name)}")
             self._dropped_fks.append((name, definition))
 
     def _restore_foreign_keys(self) -> None:
         for name, definition in self._dropped_fks:
             self.conn.exec_driver_sql(
-                f"ALTER TABLE {_quote(self.conn, self.table.name)} "
-                f"ADD CONSTRAINT {_quote(self.conn, name)} {definition}"
+                f"ALTER TABLE {self._name} ADD CONSTRAINT {_quote(self.conn, name)} {definition}"
             )
         self._dropped_fks = []
 
     def _on_conflict(self) -> str:
         keys = ", ".join(_quote(self.conn, k) for k in self.key)
         updates = ", ".join(
-            f"{_quote(self.conn, c)} = EXCLUDED.{_quote(self.conn, c)}"
+            f"{_quote(self.conn, c)} = excluded.{_quote(self.conn, c)}"
             for c in self.columns
             if c not in self.key
         )
-        return f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        clause = f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        if self.dedupe_order:  # an older version never overwrites a newer one
+            newer = " AND ".join(
+                f"excluded.{_quote(self.conn, c)} >= {self._name}.{_quote(self.conn, c)}"
+                for c in self.dedupe_order
+            )
+            clause += f" WHERE {newer}"
+        return clause
 
     def _executemany(self, frame: pd.DataFrame) -> None:
         cols = ", ".join(_quote(self.conn, c) for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
-        sql = f"INSERT INTO {_quote(self.conn, self.table.name)} ({cols}) VALUES ({marks})"
-        if self.mode == "merge" and self.key:
-            sql += " " + self._on_conflict().replace("EXCLUDED.", "excluded.")
+        target = f"temp.{STAGE}" if self.staged else self._name
+        sql = f"INSERT INTO {target} ({cols}) VALUES ({marks})"
+        if self.mode == "merge" and self.key and not self.staged:
+            sql += " " + self._on_conflict()
         data = frame[self.columns[:-1]].astype(object)
         data = data.where(data.notna(), None)
         data["run_id"] = self.run_id
@@ -232,6 +310,61 @@ class TableWriter:
             self._copier.submit(f"COPY quarantine ({cols}) FROM STDIN (FORMAT csv)", data)
             return
         write_quarantine(self.conn, failures, run_id=self.run_id, dataset=self.dataset)
+
+
+class RawWriter:
+    """Appends every extracted batch, as received, to a dataset's raw table."""
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        table: sa.Table,
+        columns: Sequence[str],
+        run_id: str,
+        copy: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.table = table
+        self.columns = list(columns)
+        self.run_id = run_id
+        self.rows = 0
+        self._copy = copy  # PostgreSQL: the load's COPY thread, so statements stay in order
+
+    def write(self, frame: pd.DataFrame, sha256: str, extracted_at: str) -> None:
+        if frame.empty:
+            return
+        out = pd.DataFrame(
+            {
+                "source_file": frame["_source_file"].astype("str"),
+                "source_row": frame["_source_row"].astype("int64").astype("str"),
+            }
+        )
+        for c in self.columns:
+            out[c] = (
+                frame[c].astype("str")
+                if c in frame.columns
+                else pd.Series(pd.NA, index=frame.index, dtype="str")
+            )
+        consts = {"run_id": self.run_id, "file_sha256": sha256, "extracted_at": extracted_at}
+        names = ["run_id", "source_file", "source_row", "file_sha256", "extracted_at", *self.columns]
+        if self._copy is not None:
+            cols = ", ".join(_quote(self.conn, c) for c in names)
+            self._copy(
+                f"COPY {_quote(self.conn, self.table.name)} ({cols}) FROM STDIN (FORMAT csv)",
+                to_csv_bytes(out, names, consts),
+            )
+        else:
+            for k, v in consts.items():
+                out[k] = v
+            data_frame = out[names].astype(object)
+            data_frame = data_frame.where(data_frame.notna(), None)
+            cols = ", ".join(_quote(self.conn, c) for c in names)
+            marks = ", ".join("?" for _ in names)
+            self.conn.exec_driver_sql(
+                f"INSERT INTO {_quote(self.conn, self.table.name)} ({cols}) VALUES ({marks})",
+                list(data_frame.itertuples(index=False, name=None)),
+            )
+        self.rows += len(frame)
 
 
 def write_quarantine(conn: sa.Connection, failures: pd.DataFrame, *, run_id: str, dataset: str) -> None:

@@ -110,11 +110,26 @@ def downgrade(
 def _run(
     engine: Engine, action: Callable[[Config], None], revision: str, catalog: Catalog | None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
-            before = current_revisions(conn)
-            action(alembic_config(conn, catalog))
-            after = current_revisions(conn)
+        with engine.connect() as conn:
+            if sqlite:
+                # SQLite rebuilds tables to alter them (batch mode): referenced rows must not
+                # trip foreign keys while a table is copied; the pragma only works outside a
+                # transaction, and is checked again below
+                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    before = current_revisions(conn)
+                    action(alembic_config(conn, catalog))
+                    after = current_revisions(conn)
+                    if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first():
+                        raise DatabaseError("the migration left rows with broken references; rolled back")
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys = ON")
+                    conn.commit()
     except CommandError as exc:
         raise UsageError(f"alembic: {first_line(exc)} (revision {revision!r})") from None
     except sa.exc.OperationalError as exc:

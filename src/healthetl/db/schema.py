@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from healthetl.datasets import BUILTIN
-from healthetl.datasets.spec import table_for
+from healthetl.datasets.spec import analytic_tables_for, raw_table_for, table_for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -33,6 +33,20 @@ etl_runs = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column(
+        "rows_read",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="rows read from the sources, before the incremental window",
+    ),
+    sa.Column(
+        "rows_skipped",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="rows older than the incremental window: not taken",
+    ),
     sa.Column("rows_in", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("rows_loaded", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("rows_quarantined", sa.BigInteger, nullable=False, server_default="0"),
@@ -65,4 +79,52 @@ quarantine = sa.Table(
 )
 sa.Index("ix_quarantine_run_id", quarantine.c.run_id)
 
+pipeline_state = sa.Table(
+    "pipeline_state",
+    metadata,
+    sa.Column("pipeline", sa.Text, primary_key=True),
+    sa.Column(
+        "watermark",
+        sa.DateTime(timezone=True),
+        nullable=True,
+        comment="greatest cursor value of the rows the last successful load committed",
+    ),
+    sa.Column("lookback_hours", sa.Float, nullable=True),
+    sa.Column("last_run_id", sa.String(40), nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Incremental state per pipeline, written in the same transaction as its load.",
+)
+
+state_audit = sa.Table(
+    "state_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("pipeline", sa.Text, nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),
+    sa.Column("previous_watermark", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("new_watermark", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    comment="Every manual change of pipeline state (set, reset, import), with the previous value.",
+)
+
+dq_results = sa.Table(
+    "dq_results",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("etl_runs.run_id"), nullable=False),
+    sa.Column("pipeline", sa.Text, nullable=False),
+    sa.Column("check_name", sa.Text, nullable=False),
+    sa.Column("column_name", sa.Text, nullable=True),
+    sa.Column("severity", sa.String(10), nullable=False),
+    sa.Column("observed", sa.Float, nullable=True),
+    sa.Column("threshold", sa.Float, nullable=True),
+    sa.Column("passed", sa.Boolean(create_constraint=False), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    comment="Batch-level data-quality checks of every run (history for `healthetl report`).",
+)
+sa.Index("ix_dq_results_run_id", dq_results.c.run_id)
+
 dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
+raw_tables = {name: t for name, ds in BUILTIN.items() if (t := raw_table_for(ds, metadata)) is not None}
+analytic_tables = {t.name: t for ds in BUILTIN.values() for t in analytic_tables_for(ds, metadata)}

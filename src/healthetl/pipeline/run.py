@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
 from healthetl.db import migrate
+from healthetl.db.schema import etl_runs
 from healthetl.errors import SourceError, UsageError
-from healthetl.pipeline.stages import LoadResult, Progress, _quiet, load
+from healthetl.pipeline.stages import (
+    LoadResult,
+    Progress,
+    QualityGateError,
+    Source,
+    _quiet,
+    load,
+    write_report,
+)
 
 
 @dataclass
 class RunResult:
     upgraded_from: tuple[str, ...] | None = None
     results: list[LoadResult] = field(default_factory=list)
+    failed: Exception | None = None
 
 
 def plan(
@@ -47,8 +59,16 @@ def run(
     selected: list[str] | None = None,
     *,
     progress: Progress = _quiet,
+    force: bool = False,
+    full_refresh: bool = False,
+    from_raw: str | None = None,
+    report_path: Path | None = None,
 ) -> RunResult:
+    """Every selected pipeline, dependencies first. ``from_raw`` reprocesses the raw rows of
+    one earlier run (its pipeline only) instead of reading the sources."""
     catalog = catalog_for(project)
+    if from_raw is not None:
+        selected = [_pipeline_of_run(engine, from_raw)]
     pipelines = plan(project, selected, catalog)
     result = RunResult()
     with engine.connect() as conn:
@@ -58,22 +78,45 @@ def run(
         result.upgraded_from = before
         progress("upgraded", {"from": before, "to": after})
     migrate.ensure_declarations_match(engine, catalog)
-    for p in pipelines:
-        dataset = catalog.dataset(p.dataset)
-        sources = [str(s) for s in p.source_paths()]
-        if not sources:
-            raise SourceError(f"pipeline {p.name}: no file matches {p.source!r} in {p.base_dir}")
-        result.results.append(
-            load(
-                engine,
-                dataset,
-                sources,
-                p.options,
-                mode=p.mode,
-                pipeline=p.name,
-                command="run",
-                progress=progress,
-                catalog=catalog,
+    try:
+        for p in pipelines:
+            dataset = catalog.dataset(p.dataset)
+            sources: list[Source]
+            if from_raw is not None:
+                sources = [Source(raw_run_id=from_raw)]
+            else:
+                paths = [str(x) for x in p.source_paths()]
+                if not paths:
+                    raise SourceError(f"pipeline {p.name}: no file matches {p.source!r} in {p.base_dir}")
+                sources = [Source(path=x) for x in paths]
+            result.results.append(
+                load(
+                    engine,
+                    dataset,
+                    sources,
+                    p.options,
+                    mode=p.mode,
+                    pipeline=p.name,
+                    command="run",
+                    progress=progress,
+                    catalog=catalog,
+                    force=force,
+                    full_refresh=full_refresh,
+                )
             )
-        )
+    except QualityGateError as exc:
+        result.failed = exc
+        raise
+    finally:
+        if report_path is not None:
+            reports = [r.report() for r in result.results]
+            write_report(report_path, {"pipelines": reports, "error": str(result.failed or "") or None})
     return result
+
+
+def _pipeline_of_run(engine: Engine, run_id: str) -> str:
+    with engine.connect() as conn:
+        pipeline = conn.execute(sa.select(etl_runs.c.pipeline).where(etl_runs.c.run_id == run_id)).scalar()
+    if pipeline is None:
+        raise UsageError(f"no run {run_id!r} in the ledger", hint="see `healthetl state runs`")
+    return str(pipeline)

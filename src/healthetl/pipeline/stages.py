@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,20 @@ from sqlalchemy.engine import Engine
 from healthetl import state
 from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import PipelineOptions
-from healthetl.datasets.spec import Dataset
+from healthetl.datasets.spec import Dataset, Quality
 from healthetl.db import bulk
 from healthetl.db.engine import first_line
-from healthetl.errors import AccountingError, DatabaseError, HealthetlError
+from healthetl.errors import (
+    AccountingError,
+    DatabaseError,
+    DataContractError,
+    HealthetlError,
+    SourceError,
+    UsageError,
+)
+from healthetl.pipeline import layers
 from healthetl.pipeline.validate import ValidationSummary, Validator
-from healthetl.sources import open_writer, read_frames
+from healthetl.sources import SOURCE_FILE, SOURCE_ROW, open_writer, read_frames
 
 #: progress callback: (event, details); events are "start", "batch", "done"
 Progress = Callable[[str, dict[str, Any]], None]
@@ -141,12 +151,70 @@ class LoadResult:
     summary: ValidationSummary
     sources: list[str] = field(default_factory=list)
     error: str | None = None
+    #: files skipped because the raw layer already holds them (same sha256)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[layers.CheckResult] = field(default_factory=list)
+    watermark: datetime | None = None
+    analytics: dict[str, int] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "pipeline": self.pipeline,
+            "dataset": self.dataset,
+            "status": self.status,
+            "counts": asdict(self.counts),
+            "watermark": self.watermark.isoformat() if self.watermark else None,
+            "skipped_files": [{"file": f, "loaded_by_run": r} for f, r in self.skipped_files],
+            "checks": [c.to_dict() for c in self.checks],
+            "rules": self.summary.to_dict()["checks"],
+        }
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file to load, or the raw rows of an earlier run (``--from-raw``)."""
+
+    path: str | None = None
+    raw_run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path if self.path is not None else f"raw:{self.raw_run_id}"
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def raw_frames(
+    conn: sa.Connection, table: sa.Table, run_id: str, dataset: Dataset, chunk_size: int
+) -> Iterator[pd.DataFrame]:
+    """The rows a run extracted, from the raw layer, as the text frames a reader yields."""
+    cols = [table.c[c] for c in dataset.column_names]
+    query = (
+        sa.select(table.c.source_file.label(SOURCE_FILE), table.c.source_row.label(SOURCE_ROW), *cols)
+        .where(table.c.run_id == run_id)
+        .order_by(table.c.raw_id)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        raise UsageError(f"the raw layer of {dataset.name} has no rows of run {run_id}")
+    frame = pd.DataFrame(rows, columns=[SOURCE_FILE, SOURCE_ROW, *dataset.column_names])
+    for c in frame.columns:
+        frame[c] = frame[c].astype("int64") if c == SOURCE_ROW else frame[c].astype("str")
+    for start in range(0, len(frame), chunk_size):
+        yield frame.iloc[start : start + chunk_size].reset_index(drop=True)
 
 
 def load(
     engine: Engine,
     dataset: Dataset,
-    sources: list[str],
+    sources: list[str] | list[Source],
     options: PipelineOptions,
     *,
     mode: str | None = None,
@@ -154,19 +222,35 @@ def load(
     command: str = "load",
     progress: Progress = _quiet,
     catalog: Catalog | None = None,
+    force: bool = False,
+    full_refresh: bool = False,
+    report_path: Path | None = None,
 ) -> LoadResult:
-    """Validate and load ``sources`` into the dataset's table in one transaction.
+    """Validate and load ``sources`` into the dataset's tables in one transaction.
 
-    Reference checks run against the database before any row is written. The run ledger
-    row is committed with the data; on any failure the data is rolled back and the run is
-    recorded as failed.
+    In order: the raw layer receives every extracted row; rows older than the incremental
+    window are skipped; the rest are validated (references against the database), invalid
+    ones quarantined; duplicates of the key resolved by the declared order; rows merged into
+    the table; analytics refreshed for the partitions the run touched; batch-level quality
+    checks evaluated (an error rolls everything back); the watermark and the run ledger
+    written. All of it commits together, or nothing does (the run is then recorded failed).
     """
     catalog = catalog or catalog_for(None)
     mode = mode or dataset.default_mode
     name = pipeline or dataset.name
+    items = [s if isinstance(s, Source) else Source(path=s) for s in sources]
     run_id = state.new_run_id()
     counts = state.RunCounts()
-    source_text = ", ".join(sources)
+    result = LoadResult(
+        run_id,
+        name,
+        dataset.name,
+        mode,
+        "running",
+        counts,
+        ValidationSummary(dataset.name),
+        [i.label for i in items],
+    )
     state.start_run(
         engine,
         run_id,
@@ -174,14 +258,24 @@ def load(
         dataset=dataset.name,
         command=command,
         mode=mode,
-        source=source_text,
+        source=", ".join(result.sources),
     )
-    progress("start", {"run_id": run_id, "pipeline": name, "sources": sources})
-    summary = ValidationSummary(dataset.name)
+    progress("start", {"run_id": run_id, "pipeline": name, "sources": result.sources})
+    raw_table = catalog.raw_table(dataset)
     try:
         with engine.begin() as conn:
-            validator = Validator(dataset, options, reference_keys(conn, dataset, catalog))
-            summary = validator.summary
+            window = layers.incremental_window(conn, dataset, options, name)
+            todo = [
+                (item, sha, _frames(conn, item, dataset, catalog, options))
+                for item, sha in _unseen(conn, items, raw_table, force, result)
+            ]
+            known = reference_keys(conn, dataset, catalog)
+            cut = None
+            if window is not None and window.start is not None and not full_refresh:
+                cut = (window.cursor, layers.canonical(window.start))
+            validator = Validator(dataset, options, known, window=cut)
+            result.summary = validator.summary
+            tracker = layers.QualityTracker(dataset, cursor=window.cursor if window else None)
             writer = bulk.TableWriter(
                 conn,
                 catalog.table(dataset),
@@ -190,33 +284,82 @@ def load(
                 run_id=run_id,
                 dataset=dataset.name,
                 key=dataset.primary_key,
+                dedupe_order=dataset.dedupe_order,
             )
+            previous = _previous_loaded(conn, name)
             writer.prepare()
+            raw_writer = (
+                bulk.RawWriter(
+                    conn,
+                    raw_table,
+                    dataset.column_names,
+                    run_id,
+                    copy=writer.copy if writer.postgres else None,
+                )
+                if raw_table is not None
+                else None
+            )
+            extracted_at = datetime.now(UTC).isoformat()
             try:
-                for frame in frames_from(sources, options):
-                    batch = validator.validate(frame)
-                    writer.write(batch.clean, batch.failures)
-                    counts.rows_in += batch.rows_in
-                    counts.rows_quarantined += batch.rows_quarantined
-                    counts.rows_warned += batch.rows_warned
-                    progress("batch", {"pipeline": name, "rows": counts.rows_in})
-                writer.finish()
+                for item, sha, frames in todo:
+                    for frame in frames:
+                        counts.rows_read += len(frame)
+                        if raw_writer is not None and item.path is not None:
+                            raw_writer.write(_renamed(frame, dataset), sha, extracted_at)
+                        batch = validator.validate(frame)
+                        writer.write(batch.clean, batch.failures)
+                        tracker.add(batch)
+                        counts.rows_skipped += batch.rows_skipped
+                        counts.rows_in += batch.rows_in
+                        counts.rows_quarantined += batch.rows_quarantined
+                        counts.rows_warned += batch.rows_warned
+                        progress("batch", {"pipeline": name, "rows": counts.rows_read})
+                writer.flush()
             except BaseException:
                 writer.abort()
                 raise
-            counts.rows_loaded = writer.rows
+            touched = None
+            if dataset.analytics and not full_refresh and mode != "replace":
+                touched = layers.touched_partitions(conn, dataset, writer.incoming, run_id)
+            writer.merge()
+            writer.finish()
+            counts.rows_loaded = writer.loaded
+            counts.duplicates_dropped = writer.duplicates
             if not counts.balanced:
                 raise AccountingError(
                     f"{name}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + "
                     f"quarantined {counts.rows_quarantined} + duplicates dropped "
                     f"{counts.duplicates_dropped}; nothing was loaded"
                 )
+            if dataset.analytics:
+                result.analytics = layers.refresh_analytics(conn, dataset, touched)
+            all_skipped = bool(items) and not todo
+            if not all_skipped:
+                result.checks = tracker.evaluate(
+                    dataset.quality or Quality(), previous, options.quality, counts.rows_loaded
+                )
+            blocking = [c for c in result.checks if c.severity == "error" and not c.passed]
+            if blocking:
+                raise QualityGateError(_gate_message(name, blocking), result.checks)
+            if window is not None:
+                new = window.watermark
+                if tracker.max_cursor is not None:
+                    top = layers.parse_canonical(tracker.max_cursor)
+                    new = top if new is None or top > new else new
+                layers.write_state(conn, name, new, window.lookback.total_seconds() / 3600, run_id)
+                result.watermark = new
+            layers.record_checks(conn, run_id, name, result.checks)
             state.finish_run(conn, run_id, counts)
+    except QualityGateError as exc:
+        _record_failure(engine, result, str(exc), exc.checks)
+        progress("done", {"pipeline": name, "status": "failed"})
+        _write_report(report_path, result)
+        raise
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
         orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = first_line(orig or exc)
         message = f"{name}: load failed, nothing was written: {text}"
-        state.fail_run(engine, run_id, message, counts)
+        _record_failure(engine, result, message)
         progress("done", {"pipeline": name, "status": "failed"})
         hint = None
         if "duplicate key" in text or "UNIQUE constraint" in text:
@@ -229,9 +372,100 @@ def load(
         if isinstance(exc, KeyboardInterrupt):
             message = "interrupted"
         try:
-            state.fail_run(engine, run_id, message, counts)
+            _record_failure(engine, result, message)
         finally:
             progress("done", {"pipeline": name, "status": "failed"})
         raise
+    result.status = "succeeded"
     progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
-    return LoadResult(run_id, name, dataset.name, mode, "succeeded", counts, summary, sources)
+    _write_report(report_path, result)
+    return result
+
+
+class QualityGateError(DataContractError):
+    """A batch-level check of error severity failed: the load was rolled back."""
+
+    def __init__(self, message: str, checks: list[layers.CheckResult]) -> None:
+        super().__init__(message)
+        self.checks = checks
+
+
+def _gate_message(name: str, failed: list[layers.CheckResult]) -> str:
+    parts = []
+    for c in failed:
+        what = f"{c.check}" + (f" of {c.column}" if c.column else "")
+        parts.append(
+            f"{what} {c.observed:g} > {c.threshold:g}" if c.check != "row_count" else "no rows to load"
+        )
+    return f"{name}: data-quality checks failed ({'; '.join(parts)}); nothing was loaded"
+
+
+def _record_failure(
+    engine: Engine, result: LoadResult, message: str, checks: list[layers.CheckResult] | None = None
+) -> None:
+    result.status, result.error = "failed", message
+    state.fail_run(engine, result.run_id, message, result.counts)
+    if checks:
+        with engine.begin() as conn:
+            layers.record_checks(conn, result.run_id, result.pipeline, checks)
+
+
+def _write_report(path: Path | None, result: LoadResult) -> None:
+    if path is not None:
+        write_report(path, result.report())
+
+
+def _unseen(
+    conn: sa.Connection, items: list[Source], raw_table: sa.Table | None, force: bool, result: LoadResult
+) -> list[tuple[Source, str]]:
+    """Files to read (with their sha256); a file the raw layer already holds is skipped."""
+    todo: list[tuple[Source, str]] = []
+    for item in items:
+        if item.path is None:
+            todo.append((item, ""))
+            continue
+        if item.path == "-":  # a stream cannot be fingerprinted before it is read
+            todo.append((item, "stdin"))
+            continue
+        if not Path(item.path).exists():
+            raise SourceError(f"{item.path}: file not found")
+        sha = file_sha256(item.path) if raw_table is not None else ""
+        if raw_table is not None and not force:
+            seen = conn.execute(
+                sa.select(raw_table.c.run_id).where(raw_table.c.file_sha256 == sha).limit(1)
+            ).scalar()
+            if seen is not None:
+                result.skipped_files.append((item.path, str(seen)))
+                continue
+        todo.append((item, sha))
+    return todo
+
+
+def _frames(
+    conn: sa.Connection, item: Source, dataset: Dataset, catalog: Catalog, options: PipelineOptions
+) -> Iterable[pd.DataFrame]:
+    """Files stream lazily; raw rows are read now, before the COPY thread owns the connection."""
+    if item.path is not None:
+        return frames_from([item.path], options)
+    table = catalog.raw_table(dataset)
+    if table is None:
+        raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
+    assert item.raw_run_id is not None
+    return list(raw_frames(conn, table, item.raw_run_id, dataset, options.chunk_size))
+
+
+def _renamed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    renames = {k: v for k, v in dataset.renames.items() if k in frame.columns and v not in frame.columns}
+    return frame.rename(columns=renames) if renames else frame
+
+
+def _previous_loaded(conn: sa.Connection, pipeline: str) -> int | None:
+    from healthetl.db.schema import etl_runs
+
+    row = conn.execute(
+        sa.select(etl_runs.c.rows_loaded)
+        .where(etl_runs.c.pipeline == pipeline, etl_runs.c.status == "succeeded", etl_runs.c.rows_in > 0)
+        .order_by(etl_runs.c.started_at.desc())
+        .limit(1)
+    ).scalar()
+    return int(row) if row is not None else None
