@@ -20,6 +20,7 @@ RUN_COLUMNS = [
     "pipeline",
     "command",
     "mode",
+    "source",
     "status",
     "started_at",
     "finished_at",
@@ -176,7 +177,10 @@ def audit(
     if pipeline:
         q = q.where(t.c.pipeline == pipeline)
     with engine.connect() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(q)]
+        rows = [
+            {k: _iso(layers.as_utc(v)) if isinstance(v, datetime) else v for k, v in r._mapping.items()}
+            for r in conn.execute(q)
+        ]
     cols = ["at", "pipeline", "action", "previous_watermark", "new_watermark", "detail"]
     render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 

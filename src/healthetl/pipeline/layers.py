@@ -34,6 +34,11 @@ def parse_canonical(text: str) -> datetime:
     return datetime.fromisoformat(text.replace(" ", "T"))
 
 
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands timestamps back naive; they are stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return None
