@@ -22,6 +22,9 @@ def test_list_names_every_query(cli) -> None:
         "cancelled-between",
         "confirmed-per-doctor",
         "daily-visits",
+        "facility-metrics",
+        "expiring-accreditations",
+        "accredited-per-state",
     }
 
 

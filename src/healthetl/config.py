@@ -38,6 +38,7 @@ _PIPELINE_KEYS = {
     "cursor",
     "lookback_hours",
     "quality",
+    "snapshot_date",
 }
 _QUALITY_KEYS = {
     "required_null_rate",
@@ -68,6 +69,8 @@ class PipelineOptions:
     lookback_hours: float | None = None
     #: batch-level data-quality thresholds overriding the dataset's (see datasets.spec.Quality)
     quality: dict[str, Any] = field(default_factory=dict)
+    #: nested snapshots: the date when neither the records nor the file names carry one
+    snapshot_date: str | None = None
 
 
 @dataclass(frozen=True)
@@ -166,7 +169,16 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
         ZoneInfo(timezone)
     except Exception:
         raise ConfigError(f"{where}: unknown timezone {timezone!r} (use an IANA name)") from None
+    snapshot = raw.get("snapshot_date")
+    if snapshot is not None:
+        import datetime as _dt
+
+        try:
+            _dt.date.fromisoformat(str(snapshot))
+        except ValueError:
+            raise ConfigError(f"{where}: snapshot_date must be YYYY-MM-DD") from None
     return PipelineOptions(
+        snapshot_date=str(snapshot) if snapshot is not None else None,
         cursor=raw.get("cursor"),
         lookback_hours=float(lookback) if lookback is not None else None,
         quality=dict(quality),

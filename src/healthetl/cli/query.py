@@ -55,7 +55,9 @@ def query(
         rows = []
         for ds in open_project(config).catalog.datasets.values():
             for q in ds.queries:
-                params = " ".join(f"{k}=<{p.type}>" for k, p in q.params.items())
+                params = " ".join(
+                    f"{k}=<{p.type}>" + ("?" if p.optional else "") for k, p in q.params.items()
+                )
                 rows.append((q.name, ds.name, params, q.description))
         render.rows(["query", "dataset", "parameters", "description"], rows, fmt)
         return
@@ -68,7 +70,9 @@ def query(
         assert name is not None
         _, q = open_project(config).catalog.find_query(name)
         values = coerce_params(q.params, given, query=name)
-        text, types = q.sql, {k: p.type for k, p in q.params.items()}
+        types = {k: p.type for k, p in q.params.items()}
     session = open_database(db, config, must_exist=True, at_head=True)
+    if sql is None:
+        text = q.sql_for(session.db.dialect.name)
     result = run_query(session.db, text, values, types)
     render.rows(result.columns, result.rows, fmt)

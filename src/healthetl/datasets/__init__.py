@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
+from healthetl.datasets.facilities import FACILITIES
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.visits import VISITS
 from healthetl.errors import UsageError
 
-BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS)}
+BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES)}
 
 
 def get_dataset(name: str) -> Dataset:

@@ -85,6 +85,8 @@ class Param:
     type: Literal["integer", "text", "date"] = "text"
     default: str | None = None
     help: str = ""
+    #: may be left out (bound as NULL)
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,11 @@ class Query:
     description: str
     sql: str
     params: Mapping[str, Param] = field(default_factory=dict)
+    #: dialect name -> SQL, where date arithmetic differs between SQLite and PostgreSQL
+    dialect_sql: Mapping[str, str] = field(default_factory=dict)
+
+    def sql_for(self, dialect: str) -> str:
+        return self.dialect_sql.get(dialect, self.sql)
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,8 @@ class Dataset:
     lookback_hours: float = 24.0
     analytics: tuple[Analytic, ...] = ()
     quality: Quality | None = None
+    #: healthetl.datasets.nested.Nested: records of nested JSON flattened into child tables
+    nested: Any = None
 
     def column(self, name: str) -> Column:
         for c in self.columns:

@@ -39,6 +39,9 @@ def coerce_params(declared: Mapping[str, Param], given: Mapping[str, str], *, qu
     values: dict[str, Any] = {}
     for name, param in declared.items():
         raw = given.get(name, param.default)
+        if raw is None and param.optional:
+            values[name] = None
+            continue
         if raw is None:
             raise UsageError(f"query {query}: missing --param {name}=... ({param.help})")
         values[name] = _convert(name, param.type, raw, query)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from healthetl.datasets import BUILTIN
+from healthetl.datasets.nested import child_tables as nested_child_tables
 from healthetl.datasets.spec import analytic_tables_for, raw_table_for, table_for
 
 NAMING_CONVENTION = {
@@ -127,4 +128,5 @@ sa.Index("ix_dq_results_run_id", dq_results.c.run_id)
 
 dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
 raw_tables = {name: t for name, ds in BUILTIN.items() if (t := raw_table_for(ds, metadata)) is not None}
+child_tables = {t.name: t for ds in BUILTIN.values() for t in nested_child_tables(ds, metadata)}
 analytic_tables = {t.name: t for ds in BUILTIN.values() for t in analytic_tables_for(ds, metadata)}

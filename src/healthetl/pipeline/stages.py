@@ -156,6 +156,9 @@ class LoadResult:
     checks: list[layers.CheckResult] = field(default_factory=list)
     watermark: datetime | None = None
     analytics: dict[str, int] = field(default_factory=dict)
+    #: nested loads: the snapshots replaced and the duplicate records dropped (file:line)
+    snapshots: list[str] = field(default_factory=list)
+    duplicate_records: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -166,6 +169,9 @@ class LoadResult:
             "counts": asdict(self.counts),
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "skipped_files": [{"file": f, "loaded_by_run": r} for f, r in self.skipped_files],
+            "snapshots": self.snapshots,
+            "duplicate_records": self.duplicate_records,
+            "tables": self.analytics,
             "checks": [c.to_dict() for c in self.checks],
             "rules": self.summary.to_dict()["checks"],
         }
@@ -264,6 +270,13 @@ def load(
     raw_table = catalog.raw_table(dataset)
     try:
         with engine.begin() as conn:
+            if dataset.nested is not None:
+                _load_nested(conn, dataset, catalog, items, options, result, progress)
+                state.finish_run(conn, run_id, counts)
+                result.status = "succeeded"
+                progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
+                _write_report(report_path, result)
+                return result
             window = layers.incremental_window(conn, dataset, options, name)
             todo = [
                 (item, sha, _frames(conn, item, dataset, catalog, options))
@@ -380,6 +393,38 @@ def load(
     progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
     _write_report(report_path, result)
     return result
+
+
+def _load_nested(
+    conn: sa.Connection,
+    dataset: Dataset,
+    catalog: Catalog,
+    items: list[Source],
+    options: PipelineOptions,
+    result: LoadResult,
+    progress: Progress,
+) -> None:
+    from healthetl.pipeline.nested import load_nested
+
+    paths = [i.path for i in items if i.path is not None]
+    if len(paths) != len(items):
+        raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
+    nested, summary = load_nested(
+        conn, dataset, catalog, paths, options, result.run_id, progress, result.pipeline
+    )
+    c = result.counts
+    c.rows_read = c.rows_in = nested.rows_in
+    c.rows_loaded, c.rows_quarantined = nested.rows_loaded, nested.rows_quarantined
+    c.duplicates_dropped = nested.duplicates_dropped
+    result.summary = summary
+    result.analytics = dict(nested.child_rows)
+    result.snapshots = sorted(nested.snapshots)
+    result.duplicate_records = nested.duplicates
+    if not c.balanced:
+        raise AccountingError(
+            f"{result.pipeline}: records in {c.rows_in} != loaded {c.rows_loaded} + "
+            f"quarantined {c.rows_quarantined} + duplicates {c.duplicates_dropped}"
+        )
 
 
 class QualityGateError(DataContractError):

@@ -64,6 +64,12 @@ class ValidationSummary:
     by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     skipped_checks: list[str] = field(default_factory=list)
 
+    def add_failures(self, failures: pd.DataFrame) -> None:
+        if not failures.empty:
+            counts = failures.value_counts(["column_name", "rule", "severity"], sort=False, dropna=False)
+            for (column, rule, severity), n in counts.items():
+                self.by_rule[(column, rule, severity)] += int(n)
+
     def add(self, batch: BatchResult) -> None:
         self.rows_in += batch.rows_in
         self.rows_valid += len(batch.clean)

@@ -1,0 +1,232 @@
+"""Loading nested JSON records into a parent table and its child tables, per snapshot.
+
+Every record read is counted once: loaded (its parent row and child rows committed),
+quarantined (invalid JSON, or any row of it failed an error-severity check; its children go
+with it), or a dropped duplicate of (snapshot, key) (the first occurrence in the run wins).
+A load replaces exactly the snapshots it contains, in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from healthetl.catalog import Catalog
+from healthetl.config import PipelineOptions
+from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatten, snapshot_from_path
+from healthetl.datasets.spec import Dataset
+from healthetl.db import bulk
+from healthetl.db.engine import is_postgres
+from healthetl.errors import UsageError
+from healthetl.pipeline.validate import FAILURE_COLUMNS, ValidationSummary, Validator
+from healthetl.sources.json_records import Record, read_records
+
+BATCH = 5_000
+
+
+@dataclass
+class NestedCounts:
+    rows_in: int = 0
+    rows_loaded: int = 0
+    rows_quarantined: int = 0
+    duplicates_dropped: int = 0
+    child_rows: dict[str, int] = field(default_factory=dict)
+    snapshots: set[str] = field(default_factory=set)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def records(sources: list[str], options: PipelineOptions) -> Iterator[tuple[Record, str | None]]:
+    """Every record with its snapshot date: the record's own field, else a YYYY-MM-DD in its
+    file or folder name, else the pipeline's ``snapshot_date``."""
+    for source in sources:
+        for rec in read_records(source):
+            snap = None
+            if rec.value is not None and rec.value.get("snapshot_date"):
+                snap = str(rec.value["snapshot_date"])
+            snap = snap or snapshot_from_path(rec.path) or options.snapshot_date
+            yield rec, snap
+
+
+def load_nested(
+    conn: sa.Connection,
+    dataset: Dataset,
+    catalog: Catalog,
+    sources: list[str],
+    options: PipelineOptions,
+    run_id: str,
+    progress: Any,
+    pipeline: str,
+) -> tuple[NestedCounts, ValidationSummary]:
+    counts = NestedCounts()
+    validator = Validator(dataset, options)
+    summary = validator.summary
+    children = [
+        (c, a, Validator(child_dataset(dataset, c, a), options)) for c, a in all_children(dataset.nested)
+    ]
+    seen: set[tuple[str, str]] = set()
+    key = dataset.primary_key[-1]
+    batch: list[tuple[str, int, dict[str, Any], str]] = []
+    bad: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if not batch and not bad:
+            return
+        if batch:
+            _load_batch(conn, dataset, catalog, batch, validator, children, run_id, counts, summary)
+            batch.clear()
+        if bad:
+            failures = pd.DataFrame(bad, columns=FAILURE_COLUMNS)
+            bulk.write_quarantine(conn, failures, run_id=run_id, dataset=dataset.name)
+            summary.add_failures(failures)
+            bad.clear()
+        progress("batch", {"pipeline": pipeline, "rows": counts.rows_in})
+
+    for rec, snapshot in records(sources, options):
+        counts.rows_in += 1
+        if rec.value is None:
+            bad.append(_failure(rec, "json", rec.error or "unreadable record"))
+            counts.rows_quarantined += 1
+            continue
+        if snapshot is None:
+            raise UsageError(
+                f"{rec.source_file}: no snapshot date (no snapshot_date field, no YYYY-MM-DD in "
+                "the file or folder name)",
+                hint="give --snapshot-date YYYY-MM-DD",
+            )
+        ident = (snapshot, str(rec.value.get(key)))
+        if rec.value.get(key) is not None and ident in seen:
+            counts.duplicates_dropped += 1
+            counts.duplicates.append(f"{rec.source_file}:{rec.source_row}")
+            continue
+        seen.add(ident)
+        if snapshot not in counts.snapshots:
+            flush()
+            _clear_snapshot(conn, dataset, catalog, snapshot)
+            counts.snapshots.add(snapshot)
+        batch.append((rec.source_file, rec.source_row, rec.value, snapshot))
+        if len(batch) >= BATCH:
+            flush()
+    flush()
+    return counts, summary
+
+
+def _failure(rec: Record, rule: str, reason: str) -> dict[str, Any]:
+    return {
+        "source_file": rec.source_file,
+        "source_row": rec.source_row,
+        "column_name": None,
+        "rule": rule,
+        "severity": "error",
+        "reason": reason,
+        "original": None,
+    }
+
+
+def _clear_snapshot(conn: sa.Connection, dataset: Dataset, catalog: Catalog, snapshot: str) -> None:
+    """Delete one snapshot's rows, children first (a load replaces exactly its snapshots)."""
+    column = dataset.nested.snapshot_column
+    tables = [c.table for c, _ in all_children(dataset.nested)][::-1] + [dataset.table]
+    for name in tables:
+        table = catalog.metadata.tables[name]
+        conn.execute(table.delete().where(table.c[column] == _date(snapshot)))
+
+
+def _date(text: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"snapshot date {text!r} is not YYYY-MM-DD") from None
+
+
+def _load_batch(
+    conn: sa.Connection,
+    dataset: Dataset,
+    catalog: Catalog,
+    batch: list[tuple[str, int, dict[str, Any], str]],
+    validator: Validator,
+    children: list[Any],
+    run_id: str,
+    counts: NestedCounts,
+    summary: ValidationSummary,
+) -> None:
+    parent, child_frames = flatten(dataset, batch)
+    result = validator.validate(parent.drop(columns=RECORD))
+    failures = [result.failures]
+    rejected = set(parent.loc[~parent.index.isin(result.clean.index), RECORD])
+    child_clean: dict[str, pd.DataFrame] = {}
+    for child, _ancestors, child_validator in children:
+        frame = child_frames[child.table]
+        if frame.empty:
+            child_clean[child.table] = frame
+            continue
+        checked = child_validator.validate(frame.drop(columns=RECORD))
+        if not checked.failures.empty:
+            f = checked.failures.copy()
+            f["column_name"] = child.path + "." + f["column_name"].astype("str")
+            failures.append(f)
+        rejected |= set(frame.loc[~frame.index.isin(checked.clean.index), RECORD])
+        child_clean[child.table] = checked.clean.assign(**{RECORD: frame.loc[checked.clean.index, RECORD]})
+    keep = ~parent[RECORD].isin(rejected)
+    clean_parent = result.clean.loc[result.clean.index.isin(parent.index[keep])]
+    all_failures = (
+        pd.concat([f for f in failures if not f.empty], ignore_index=True)
+        if any(not f.empty for f in failures)
+        else pd.DataFrame(columns=FAILURE_COLUMNS)
+    )
+    counts.rows_quarantined += len(rejected)
+    counts.rows_loaded += len(clean_parent)
+    _insert(conn, catalog.metadata.tables[dataset.table], clean_parent, dataset.column_names, run_id)
+    for child, ancestors, child_validator in children:
+        rows = child_clean[child.table]
+        if rows.empty:
+            continue
+        rows = rows[~rows[RECORD].isin(rejected)]
+        cols = child_validator.dataset.column_names
+        _insert(conn, catalog.metadata.tables[child.table], rows, cols, run_id)
+        counts.child_rows[child.table] = counts.child_rows.get(child.table, 0) + len(rows)
+        del ancestors
+    if not all_failures.empty:
+        bulk.write_quarantine(conn, all_failures, run_id=run_id, dataset=dataset.name)
+    for extra in failures[1:]:  # the parent's own failures are already in its summary
+        summary.add_failures(extra)
+
+
+def _insert(
+    conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], run_id: str
+) -> None:
+    if frame.empty:
+        return
+    names = [*columns, "run_id"]
+    if is_postgres(conn):
+        data = bulk.to_csv_bytes(frame, names, {"run_id": run_id})
+        cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in names)
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with (
+            raw.cursor() as cur,
+            cur.copy(
+                f"COPY {conn.dialect.identifier_preparer.quote(table.name)} ({cols}) FROM STDIN (FORMAT csv)"
+            ) as copy,
+        ):
+            copy.write(data)
+        return
+    data = frame[columns].astype(object)
+    data = data.where(data.notna(), None)
+    data["run_id"] = run_id
+    marks = ", ".join("?" for _ in names)
+    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in names)
+    conn.exec_driver_sql(
+        f"INSERT INTO {conn.dialect.identifier_preparer.quote(table.name)} ({cols}) VALUES ({marks})",
+        list(data.itertuples(index=False, name=None)),
+    )
+
+
+def duplicates_report(counts: NestedCounts) -> str:
+    return json.dumps(counts.duplicates[:20])
