@@ -68,7 +68,7 @@ class ValidationSummary:
         if not failures.empty:
             counts = failures.value_counts(["column_name", "rule", "severity"], sort=False, dropna=False)
             for (column, rule, severity), n in counts.items():
-                self.by_rule[(column, rule, severity)] += int(n)
+                self.by_rule[(None if pd.isna(column) else column, rule, severity)] += int(n)
 
     def add(self, batch: BatchResult) -> None:
         self.rows_in += batch.rows_in
@@ -98,7 +98,7 @@ class ValidationSummary:
             "failures": {"error": self.errors, "warning": self.warnings},
             "checks": [
                 {"column": col, "rule": rule, "severity": sev, "failed_rows": n}
-                for (col, rule, sev), n in sorted(self.by_rule.items())
+                for (col, rule, sev), n in sorted(self.by_rule.items(), key=lambda kv: str(kv[0]))
             ],
             "skipped_checks": self.skipped_checks,
         }
