@@ -61,7 +61,7 @@ class ValidationSummary:
     rows_valid: int = 0
     rows_quarantined: int = 0
     rows_warned: int = 0
-    by_rule: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    by_rule: Counter[tuple[str | None, str, str]] = field(default_factory=Counter)
     skipped_checks: list[str] = field(default_factory=list)
 
     def add_failures(self, failures: pd.DataFrame) -> None:
