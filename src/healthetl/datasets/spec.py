@@ -356,7 +356,6 @@ def compile_dataset(
 
     for col in dataset.columns:
         col_checks: list[pa.Check] = []
-        show = not col.identifying
 
         def rule(name: str, template: str, detail: str = "", _c: Column = col) -> Rule:
             return Rule(
@@ -423,7 +422,6 @@ def compile_dataset(
         pa_columns[col.name] = pa.Column(
             "str", checks=col_checks, nullable=not col.required, required=True, coerce=False
         )
-        del show
 
     frame_checks: list[pa.Check] = []
     trackers: list[tuple[tuple[str, ...], KeyTracker]] = []
@@ -572,7 +570,6 @@ def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
 def _standardiser(
     dataset: Dataset, options: PipelineOptions, aliases: Mapping[str, Mapping[str, str]]
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    sources = {normalise_source(c.name): c.name for c in dataset.columns}
     renames = {normalise_source(k): v for k, v in dataset.renames.items()}
 
     def standardise(frame: pd.DataFrame) -> pd.DataFrame:
@@ -607,7 +604,6 @@ def _standardiser(
             result = dataset.transform(result)
         return result
 
-    del sources
     return standardise
 
 

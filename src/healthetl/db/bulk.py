@@ -69,6 +69,32 @@ def to_csv_bytes(frame: pd.DataFrame, columns: Sequence[str], constants: dict[st
     return buf.getvalue()
 
 
+def insert_frame(
+    conn: sa.Connection, table: str, frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]
+) -> None:
+    """Insert text rows now, in the caller's transaction: COPY on PostgreSQL, executemany on
+    SQLite. ``constants`` fill columns that are the same on every row (run id, ...)."""
+    if frame.empty:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = [*columns, *constants]
+    cols = ", ".join(quote(c) for c in names)
+    if is_postgres(conn):
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur, cur.copy(f"COPY {quote(table)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
+            copy.write(to_csv_bytes(frame, names, constants))
+        return
+    data = frame[list(columns)].astype(object)
+    data = data.where(data.notna(), None)
+    for k, v in constants.items():
+        data[k] = v
+    marks = ", ".join("?" for _ in names)
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks})", list(data.itertuples(index=False, name=None))
+    )
+
+
 class _CopyThread:
     """Runs the COPY statements on the connection, in order, off the validating thread."""
 
@@ -354,15 +380,8 @@ class RawWriter:
                 to_csv_bytes(out, names, consts),
             )
         else:
-            for k, v in consts.items():
-                out[k] = v
-            data_frame = out[names].astype(object)
-            data_frame = data_frame.where(data_frame.notna(), None)
-            cols = ", ".join(_quote(self.conn, c) for c in names)
-            marks = ", ".join("?" for _ in names)
-            self.conn.exec_driver_sql(
-                f"INSERT INTO {_quote(self.conn, self.table.name)} ({cols}) VALUES ({marks})",
-                list(data_frame.itertuples(index=False, name=None)),
+            insert_frame(
+                self.conn, self.table.name, out, ["source_file", "source_row", *self.columns], consts
             )
         self.rows += len(frame)
 

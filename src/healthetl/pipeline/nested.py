@@ -21,7 +21,6 @@ from healthetl.config import PipelineOptions
 from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatten, snapshot_from_path
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
-from healthetl.db.engine import is_postgres
 from healthetl.errors import UsageError
 from healthetl.pipeline.validate import FAILURE_COLUMNS, ValidationSummary, Validator
 from healthetl.sources.json_records import Record, read_records
@@ -183,7 +182,7 @@ def _load_batch(
     counts.rows_quarantined += len(rejected)
     counts.rows_loaded += len(clean_parent)
     _insert(conn, catalog.metadata.tables[dataset.table], clean_parent, dataset.column_names, run_id)
-    for child, ancestors, child_validator in children:
+    for child, _ancestors, child_validator in children:
         rows = child_clean[child.table]
         if rows.empty:
             continue
@@ -191,7 +190,6 @@ def _load_batch(
         cols = child_validator.dataset.column_names
         _insert(conn, catalog.metadata.tables[child.table], rows, cols, run_id)
         counts.child_rows[child.table] = counts.child_rows.get(child.table, 0) + len(rows)
-        del ancestors
     if not all_failures.empty:
         bulk.write_quarantine(conn, all_failures, run_id=run_id, dataset=dataset.name)
     for extra in failures[1:]:  # the parent's own failures are already in its summary
@@ -201,31 +199,7 @@ def _load_batch(
 def _insert(
     conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], run_id: str
 ) -> None:
-    if frame.empty:
-        return
-    names = [*columns, "run_id"]
-    if is_postgres(conn):
-        data = bulk.to_csv_bytes(frame, names, {"run_id": run_id})
-        cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in names)
-        raw = conn.connection.driver_connection
-        assert raw is not None
-        with (
-            raw.cursor() as cur,
-            cur.copy(
-                f"COPY {conn.dialect.identifier_preparer.quote(table.name)} ({cols}) FROM STDIN (FORMAT csv)"
-            ) as copy,
-        ):
-            copy.write(data)
-        return
-    data = frame[columns].astype(object)
-    data = data.where(data.notna(), None)
-    data["run_id"] = run_id
-    marks = ", ".join("?" for _ in names)
-    cols = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in names)
-    conn.exec_driver_sql(
-        f"INSERT INTO {conn.dialect.identifier_preparer.quote(table.name)} ({cols}) VALUES ({marks})",
-        list(data.itertuples(index=False, name=None)),
-    )
+    bulk.insert_frame(conn, table.name, frame, columns, {"run_id": run_id})
 
 
 def duplicates_report(counts: NestedCounts) -> str:
