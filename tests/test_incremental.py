@@ -317,3 +317,37 @@ def test_killed_run_leaves_tables_and_watermark(tmp_path: Path, db_url: str) -> 
     done = subprocess.run([*exe, "run", "--config", str(cfg), "--db", db_url], env=env, capture_output=True)
     assert done.returncode == 0, done.stderr
     assert _table(db_url, "SELECT COUNT(*) FROM stg_visits") == [(len(before[0]) + 400_000,)]
+
+
+@pytest.mark.slow
+def test_concurrent_runs_of_one_pipeline_do_not_load_twice(tmp_path: Path, pg_url: str) -> None:
+    cfg = _project(tmp_path)
+    big = cfg.parent / "data" / "2025-12-06.csv"
+    with big.open("w") as fh:
+        fh.write(",".join(COLUMNS) + "\n")
+        for i in range(50_000):
+            fh.write(f"p{i},y{i},2025-12-06,Z99,pr9,10.00,2025-12-06T10:00:00Z\n")
+    env = {k: v for k, v in os.environ.items() if k != "HEALTHETL_DATABASE_URL"}
+    exe = [sys.executable, "-m", "healthetl"]
+    subprocess.run(
+        [*exe, "db", "upgrade", "--config", str(cfg), "--db", pg_url],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    procs = [
+        subprocess.Popen(
+            [*exe, "run", "--config", str(cfg), "--db", pg_url],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    raw_lines = sum(1 for _ in VISITS.open()) - 1 + 50_000
+    assert _table(pg_url, "SELECT COUNT(*) FROM raw_visits") == [(raw_lines,)]
+    runs = _table(pg_url, "SELECT rows_read FROM etl_runs WHERE status = 'succeeded' ORDER BY rows_read")
+    assert [r[0] for r in runs] == [0, raw_lines]  # the second run found both files already loaded

@@ -123,6 +123,13 @@ class Window:
         return None if self.watermark is None else self.watermark - self.lookback
 
 
+def lock_pipeline(conn: sa.Connection, pipeline: str) -> None:
+    """Serialise runs of one pipeline: a second run waits until the first commits, then reads
+    the watermark the first one wrote (PostgreSQL advisory lock; SQLite has one writer anyway)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": f"healthetl:{pipeline}"})
+
+
 def incremental_window(
     conn: sa.Connection, dataset: Dataset, options: PipelineOptions, pipeline: str
 ) -> Window | None:

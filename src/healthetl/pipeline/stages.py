@@ -270,6 +270,7 @@ def load(
     raw_table = catalog.raw_table(dataset)
     try:
         with engine.begin() as conn:
+            layers.lock_pipeline(conn, name)  # one run of a pipeline at a time
             if dataset.nested is not None:
                 _load_nested(conn, dataset, catalog, items, options, result, progress)
                 state.finish_run(conn, run_id, counts)
