@@ -39,6 +39,7 @@ _PIPELINE_KEYS = {
     "lookback_hours",
     "quality",
     "snapshot_date",
+    "archive",
 }
 _QUALITY_KEYS = {
     "required_null_rate",
@@ -73,6 +74,23 @@ class PipelineOptions:
     snapshot_date: str | None = None
 
 
+SOURCE_SUFFIXES = (
+    ".csv",
+    ".tsv",
+    ".txt",
+    ".xlsx",
+    ".xlsm",
+    ".xls",
+    ".xlsb",
+    ".ods",
+    ".parquet",
+    ".pq",
+    ".ndjson",
+    ".jsonl",
+    ".json",
+)
+
+
 @dataclass(frozen=True)
 class Pipeline:
     name: str
@@ -82,11 +100,31 @@ class Pipeline:
     depends_on: tuple[str, ...]
     options: PipelineOptions
     base_dir: Path
+    #: inbox mode: after a committed load, move the files here ("{date}" = the run's day)
+    archive: str | None = None
+
+    def archive_dir(self, day: str) -> Path | None:
+        if not self.archive:
+            return None
+        folder = Path(self.archive.replace("{date}", day))
+        return folder if folder.is_absolute() else self.base_dir / folder
 
     def source_paths(self) -> list[Path]:
-        """The files this pipeline reads: a path, or a glob, relative to the project file."""
+        """The files this pipeline reads: a path, a folder (every data file below it, except the
+        archive) or a glob, relative to the project file."""
         pattern = self.source
         base = self.base_dir
+        folder = Path(pattern) if Path(pattern).is_absolute() else base / pattern
+        if folder.is_dir():
+            archive_root = self.archive_dir("x")
+            skip = archive_root.parent.resolve() if archive_root is not None else None
+            return sorted(
+                p
+                for p in folder.rglob("*")
+                if p.is_file()
+                and p.name.lower().removesuffix(".gz").endswith(SOURCE_SUFFIXES)
+                and not (skip is not None and skip in p.resolve().parents)
+            )
         if any(ch in pattern for ch in "*?["):
             root = Path(pattern)
             if root.is_absolute():
@@ -236,6 +274,7 @@ def load_project(config: Path | None = None) -> Project:
                 depends_on=tuple(depends if isinstance(depends, list) else [depends]),
                 options=parse_options(raw, where),
                 base_dir=base,
+                archive=str(raw["archive"]) if raw.get("archive") else None,
             )
         )
     names = [p.name for p in pipelines]

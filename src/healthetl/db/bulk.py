@@ -168,7 +168,11 @@ class TableWriter:
         self.rows = 0  # rows written (staged or direct)
         self.loaded = 0  # rows that reached the table after deduplication
         self.duplicates = 0
-        self.staged = bool(self.dedupe_order) or (mode == "merge" and self.postgres)
+        #: what the merge did: new keys, changed rows, rows identical to (or older than) the table's
+        self.inserted = 0
+        self.updated = 0
+        self.unchanged = 0
+        self.staged = bool(self.dedupe_order) or mode == "merge"
         self._name = _quote(conn, table.name)
         self._target = STAGE if self.staged else self._name
         self._dropped_fks: list[tuple[str, str]] = []
@@ -225,16 +229,39 @@ class TableWriter:
     def merge(self) -> None:
         """Move staged rows into the table (upsert on the key; newer versions win)."""
         if not self.staged:
-            self.loaded = self.rows
+            self.loaded = self.inserted = self.rows
             return
         cols = ", ".join(_quote(self.conn, c) for c in self.columns)
-        source = self.incoming
+        source = DEDUP if self.dedupe_order else STAGE
         self.loaded = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {source}").scalar_one())
         if self.loaded:
+            self._count_changes(source)
             self.conn.exec_driver_sql(
                 f"INSERT INTO {self._name} ({cols}) SELECT {cols} FROM {source} WHERE true "
                 f"{self._on_conflict()}"
             )
+
+    def _count_changes(self, source: str) -> None:
+        """Classify incoming rows before the upsert: new key, changed (and applied), unchanged."""
+        q = self.conn.dialect.identifier_preparer.quote
+        match = " AND ".join(f"t.{q(k)} = i.{q(k)}" for k in self.key)
+        same = "IS NOT DISTINCT FROM" if self.postgres else "IS"
+        data = [c for c in self.columns if c not in self.key and c != "run_id"]
+        differs = " OR ".join(f"NOT (i.{q(c)} {same} t.{q(c)})" for c in data) or "1 = 0"
+        applies = " AND ".join(f"i.{q(c)} >= t.{q(c)}" for c in self.dedupe_order) or "1 = 1"
+        existing = int(
+            self.conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM {source} i JOIN {self._name} t ON {match}"
+            ).scalar_one()
+        )
+        self.updated = int(
+            self.conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM {source} i JOIN {self._name} t ON {match} "
+                f"WHERE ({differs}) AND ({applies})"
+            ).scalar_one()
+        )
+        self.inserted = self.loaded - existing
+        self.unchanged = existing - self.updated
 
     def finish(self) -> None:
         self._restore_foreign_keys()

@@ -126,6 +126,36 @@ dq_results = sa.Table(
 )
 sa.Index("ix_dq_results_run_id", dq_results.c.run_id)
 
+loaded_files = sa.Table(
+    "loaded_files",
+    metadata,
+    sa.Column("pipeline", sa.Text, primary_key=True),
+    sa.Column("file_sha256", sa.String(64), primary_key=True),
+    sa.Column("file_name", sa.Text, nullable=False),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("etl_runs.run_id"), nullable=False),
+    sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Files an inbox pipeline has loaded, by content: a re-delivered file is skipped.",
+)
+
+etl_audit_log = sa.Table(
+    "etl_audit_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("etl_runs.run_id"), nullable=False, comment="the batch"),
+    sa.Column("pipeline", sa.Text, nullable=False),
+    sa.Column("table_name", sa.Text, nullable=False),
+    sa.Column("rows_processed", sa.BigInteger, nullable=False),
+    sa.Column("inserted", sa.BigInteger, nullable=False),
+    sa.Column("updated", sa.BigInteger, nullable=False),
+    sa.Column("unchanged", sa.BigInteger, nullable=False),
+    sa.Column("quarantined", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    comment="One row per table per batch: what the batch did to it.",
+)
+sa.Index("ix_etl_audit_log_run_id", etl_audit_log.c.run_id)
+
 dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
 raw_tables = {name: t for name, ds in BUILTIN.items() if (t := raw_table_for(ds, metadata)) is not None}
 child_tables = {t.name: t for ds in BUILTIN.values() for t in nested_child_tables(ds, metadata)}

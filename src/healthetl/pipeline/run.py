@@ -30,6 +30,8 @@ class RunResult:
     upgraded_from: tuple[str, ...] | None = None
     results: list[LoadResult] = field(default_factory=list)
     failed: Exception | None = None
+    #: pipeline -> files moved to its archive after the commit
+    archived: dict[str, list[str]] = field(default_factory=dict)
 
 
 def plan(
@@ -102,8 +104,11 @@ def run(
                     catalog=catalog,
                     force=force,
                     full_refresh=full_refresh,
+                    inbox=p.archive is not None and from_raw is None,
                 )
             )
+            if p.archive is not None and from_raw is None:
+                result.archived[p.name] = archive(p, result.results[-1])
     except QualityGateError as exc:
         result.failed = exc
         raise
@@ -120,3 +125,29 @@ def _pipeline_of_run(engine: Engine, run_id: str) -> str:
     if pipeline is None:
         raise UsageError(f"no run {run_id!r} in the ledger", hint="see `healthetl state runs`")
     return str(pipeline)
+
+
+def archive(pipeline: Pipeline, loaded: LoadResult) -> list[str]:
+    """Move the files of a committed load (and re-delivered ones it skipped) to the archive.
+
+    Called only after the load committed; a failed load raised before and left its files."""
+    import shutil
+    from datetime import UTC, datetime
+
+    target = pipeline.archive_dir(datetime.now(UTC).strftime("%Y-%m-%d"))
+    assert target is not None
+    moved = []
+    paths = [p for p, _ in loaded.files] + [p for p, _ in loaded.skipped_files]
+    for path in paths:
+        source = Path(path)
+        if not source.exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        dest = target / source.name
+        n = 1
+        while dest.exists():  # never overwrite an archived file
+            dest = target / f"{source.stem}.{n}{source.suffix}"
+            n += 1
+        shutil.move(str(source), dest)
+        moved.append(str(dest))
+    return moved

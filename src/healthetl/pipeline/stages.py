@@ -154,6 +154,10 @@ class LoadResult:
     #: files skipped because the raw layer already holds them (same sha256)
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     checks: list[layers.CheckResult] = field(default_factory=list)
+    #: one entry per table the batch wrote (the etl_audit_log rows)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    #: files read in this run (path, sha256), for inbox bookkeeping and archiving
+    files: list[tuple[str, str]] = field(default_factory=list)
     watermark: datetime | None = None
     analytics: dict[str, int] = field(default_factory=dict)
     #: nested loads: the snapshots replaced and the duplicate records dropped (file:line)
@@ -173,6 +177,10 @@ class LoadResult:
             "duplicate_records": self.duplicate_records,
             "tables": self.analytics,
             "checks": [c.to_dict() for c in self.checks],
+            "tables_written": [
+                {k: v for k, v in a.items() if k not in ("run_id", "started_at", "finished_at")}
+                for a in self.audit
+            ],
             "rules": self.summary.to_dict()["checks"],
         }
 
@@ -231,6 +239,7 @@ def load(
     force: bool = False,
     full_refresh: bool = False,
     report_path: Path | None = None,
+    inbox: bool = False,
 ) -> LoadResult:
     """Validate and load ``sources`` into the dataset's tables in one transaction.
 
@@ -257,7 +266,7 @@ def load(
         ValidationSummary(dataset.name),
         [i.label for i in items],
     )
-    state.start_run(
+    started = state.start_run(
         engine,
         run_id,
         pipeline=name,
@@ -272,7 +281,12 @@ def load(
         with engine.begin() as conn:
             layers.lock_pipeline(conn, name)  # one run of a pipeline at a time
             if dataset.nested is not None:
-                _load_nested(conn, dataset, catalog, items, options, result, progress)
+                todo_files = _unseen(conn, items, None, force, result, name if inbox else None)
+                _load_nested(conn, dataset, catalog, [i for i, _ in todo_files], options, result, progress)
+                result.files = [(i.path, sha) for i, sha in todo_files if i.path is not None]
+                _finish_audit(conn, result, started)
+                if inbox:
+                    _remember_files(conn, result)
                 state.finish_run(conn, run_id, counts)
                 result.status = "succeeded"
                 progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
@@ -281,8 +295,9 @@ def load(
             window = layers.incremental_window(conn, dataset, options, name)
             todo = [
                 (item, sha, _frames(conn, item, dataset, catalog, options))
-                for item, sha in _unseen(conn, items, raw_table, force, result)
+                for item, sha in _unseen(conn, items, raw_table, force, result, name if inbox else None)
             ]
+            result.files = [(item.path, sha) for item, sha, _ in todo if item.path is not None]
             known = reference_keys(conn, dataset, catalog)
             cut = None
             if window is not None and window.start is not None and not full_refresh:
@@ -363,6 +378,27 @@ def load(
                 layers.write_state(conn, name, new, window.lookback.total_seconds() / 3600, run_id)
                 result.watermark = new
             layers.record_checks(conn, run_id, name, result.checks)
+            table = catalog.table(dataset).name
+            result.audit.append(
+                _audit_row(
+                    result,
+                    table,
+                    counts.rows_in,
+                    writer.inserted,
+                    writer.updated,
+                    writer.unchanged,
+                    counts.rows_quarantined,
+                )
+            )
+            if raw_writer is not None:
+                result.audit.append(
+                    _audit_row(result, raw_writer.table.name, counts.rows_read, raw_writer.rows, 0, 0, 0)
+                )
+            for analytic, written in result.analytics.items():
+                result.audit.append(_audit_row(result, analytic, written, written, 0, 0, 0))
+            _finish_audit(conn, result, started)
+            if inbox:
+                _remember_files(conn, result)
             state.finish_run(conn, run_id, counts)
     except QualityGateError as exc:
         _record_failure(engine, result, str(exc), exc.checks)
@@ -419,6 +455,9 @@ def _load_nested(
     c.duplicates_dropped = nested.duplicates_dropped
     result.summary = summary
     result.analytics = dict(nested.child_rows)
+    result.audit.append(_audit_row(result, dataset.table, c.rows_in, c.rows_loaded, 0, 0, c.rows_quarantined))
+    for table, rows in nested.child_rows.items():
+        result.audit.append(_audit_row(result, table, rows, rows, 0, 0, 0))
     result.snapshots = sorted(nested.snapshots)
     result.duplicate_records = nested.duplicates
     if not c.balanced:
@@ -446,14 +485,92 @@ def _gate_message(name: str, failed: list[layers.CheckResult]) -> str:
     return f"{name}: data-quality checks failed ({'; '.join(parts)}); nothing was loaded"
 
 
+def _audit_row(
+    result: LoadResult,
+    table: str,
+    processed: int,
+    inserted: int,
+    updated: int,
+    unchanged: int,
+    quarantined: int,
+) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "pipeline": result.pipeline,
+        "table_name": table,
+        "rows_processed": processed,
+        "inserted": inserted,
+        "updated": updated,
+        "unchanged": unchanged,
+        "quarantined": quarantined,
+        "error": None,
+    }
+
+
+def _finish_audit(conn: sa.Connection, result: LoadResult, started: datetime) -> None:
+    """The batch's etl_audit_log rows, in the load's transaction."""
+    from healthetl.db.schema import etl_audit_log
+
+    now = datetime.now(UTC)
+    for row in result.audit:
+        row.setdefault("started_at", started)
+        row["finished_at"] = now
+    if result.audit:
+        conn.execute(etl_audit_log.insert(), result.audit)
+
+
+def _remember_files(conn: sa.Connection, result: LoadResult) -> None:
+    """Inbox pipelines remember the files they loaded, by content."""
+    from healthetl.db.schema import loaded_files
+
+    rows = [
+        {
+            "pipeline": result.pipeline,
+            "file_sha256": sha,
+            "file_name": Path(path).name,
+            "run_id": result.run_id,
+            "loaded_at": datetime.now(UTC),
+        }
+        for path, sha in dict(result.files).items()
+        if sha and sha != "stdin"
+    ]
+    existing = set(
+        conn.execute(
+            sa.select(loaded_files.c.file_sha256).where(loaded_files.c.pipeline == result.pipeline)
+        ).scalars()
+    )
+    fresh = {r["file_sha256"]: r for r in rows if r["file_sha256"] not in existing}
+    if fresh:
+        conn.execute(loaded_files.insert(), list(fresh.values()))
+
+
 def _record_failure(
     engine: Engine, result: LoadResult, message: str, checks: list[layers.CheckResult] | None = None
 ) -> None:
+    """After a rollback: the run failed, its checks, and one audit row carrying the error."""
+    from healthetl.db.schema import etl_audit_log
+
     result.status, result.error = "failed", message
     state.fail_run(engine, result.run_id, message, result.counts)
-    if checks:
-        with engine.begin() as conn:
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        if checks:
             layers.record_checks(conn, result.run_id, result.pipeline, checks)
+        conn.execute(
+            etl_audit_log.insert().values(
+                run_id=result.run_id,
+                pipeline=result.pipeline,
+                table_name=result.dataset,
+                rows_processed=result.counts.rows_in,
+                inserted=0,
+                updated=0,
+                unchanged=0,
+                quarantined=0,
+                started_at=now,
+                finished_at=now,
+                error=message,
+            )
+        )
 
 
 def _write_report(path: Path | None, result: LoadResult) -> None:
@@ -462,9 +579,17 @@ def _write_report(path: Path | None, result: LoadResult) -> None:
 
 
 def _unseen(
-    conn: sa.Connection, items: list[Source], raw_table: sa.Table | None, force: bool, result: LoadResult
+    conn: sa.Connection,
+    items: list[Source],
+    raw_table: sa.Table | None,
+    force: bool,
+    result: LoadResult,
+    inbox: str | None = None,
 ) -> list[tuple[Source, str]]:
-    """Files to read (with their sha256); a file the raw layer already holds is skipped."""
+    """Files to read (with their sha256); a file the raw layer already holds, or that this
+    inbox pipeline already loaded, is skipped (unless ``force``)."""
+    from healthetl.db.schema import loaded_files
+
     todo: list[tuple[Source, str]] = []
     for item in items:
         if item.path is None:
@@ -475,14 +600,21 @@ def _unseen(
             continue
         if not Path(item.path).exists():
             raise SourceError(f"{item.path}: file not found")
-        sha = file_sha256(item.path) if raw_table is not None else ""
+        sha = file_sha256(item.path) if raw_table is not None or inbox else ""
+        seen = None
         if raw_table is not None and not force:
             seen = conn.execute(
                 sa.select(raw_table.c.run_id).where(raw_table.c.file_sha256 == sha).limit(1)
             ).scalar()
-            if seen is not None:
-                result.skipped_files.append((item.path, str(seen)))
-                continue
+        if seen is None and inbox and not force:
+            seen = conn.execute(
+                sa.select(loaded_files.c.run_id).where(
+                    loaded_files.c.pipeline == inbox, loaded_files.c.file_sha256 == sha
+                )
+            ).scalar()
+        if seen is not None:
+            result.skipped_files.append((item.path, str(seen)))
+            continue
         todo.append((item, sha))
     return todo
 
