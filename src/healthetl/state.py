@@ -147,7 +147,7 @@ def rule_counts(engine: Engine, run_ids: list[str]) -> list[dict[str, Any]]:
 
 def _row(mapping: Any) -> dict[str, Any]:
     row = dict(mapping)
-    for key in ("started_at", "finished_at"):
+    for key in ("started_at", "finished_at", "at", "loaded_at"):
         value = row.get(key)
         if isinstance(value, datetime):
             if value.tzinfo is None:  # SQLite hands back naive UTC
@@ -191,3 +191,20 @@ def check_history(
             row["passed"] = bool(row["passed"])
             out.append(row)
         return out
+
+
+def audit_log(
+    engine: Engine, run_ids: list[str] | None = None, pipeline: str | None = None
+) -> list[dict[str, Any]]:
+    """What each batch did to each table (etl_audit_log), oldest first."""
+    from healthetl.db.schema import etl_audit_log as t
+
+    q = sa.select(t).order_by(t.c.id)
+    if run_ids is not None:
+        if not run_ids:
+            return []
+        q = q.where(t.c.run_id.in_(run_ids))
+    if pipeline:
+        q = q.where(t.c.pipeline == pipeline)
+    with engine.connect() as conn:
+        return [_row(r._mapping) for r in conn.execute(q)]

@@ -226,8 +226,14 @@ def report(
     ids = [r["run_id"] for r in runs]
     rules = ledger.rule_counts(engine, ids)
     quality = ledger.check_history(engine, None, run_ids=ids)
+    written = ledger.audit_log(engine, run_ids=ids)
     if fmt == "json":
         for r in runs:
+            r["tables"] = [
+                {k: v for k, v in a.items() if k not in ("id", "run_id", "pipeline")}
+                for a in written
+                if a["run_id"] == r["run_id"]
+            ]
             r["checks"] = [
                 {k: v for k, v in c.items() if k != "run_id"} for c in rules if c["run_id"] == r["run_id"]
             ]
@@ -235,6 +241,18 @@ def report(
         render.document(runs)
         return
     _table(runs, fmt)
+    if written:
+        cols = [
+            "run_id",
+            "table_name",
+            "rows_processed",
+            "inserted",
+            "updated",
+            "unchanged",
+            "quarantined",
+            "error",
+        ]
+        render.rows(cols, [[a[c] for c in cols] for a in written], fmt, title="tables written")
     if rules:
         render.rows(
             ["run_id", "column_name", "rule", "severity", "failures"],
