@@ -276,126 +276,22 @@ def load(
         source=", ".join(result.sources),
     )
     progress("start", {"run_id": run_id, "pipeline": name, "sources": result.sources})
-    raw_table = catalog.raw_table(dataset)
     try:
         with engine.begin() as conn:
             layers.lock_pipeline(conn, name)  # one run of a pipeline at a time
-            if dataset.nested is not None:
-                todo_files = _unseen(conn, items, None, force, result, name if inbox else None)
-                _load_nested(conn, dataset, catalog, [i for i, _ in todo_files], options, result, progress)
-                result.files = [(i.path, sha) for i, sha in todo_files if i.path is not None]
-                _finish_audit(conn, result, started)
-                if inbox:
-                    _remember_files(conn, result)
-                state.finish_run(conn, run_id, counts)
-                result.status = "succeeded"
-                progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
-                _write_report(report_path, result)
-                return result
-            window = layers.incremental_window(conn, dataset, options, name)
-            todo = [
-                (item, sha, _frames(conn, item, dataset, catalog, options))
-                for item, sha in _unseen(conn, items, raw_table, force, result, name if inbox else None)
-            ]
-            result.files = [(item.path, sha) for item, sha, _ in todo if item.path is not None]
-            known = reference_keys(conn, dataset, catalog)
-            cut = None
-            if window is not None and window.start is not None and not full_refresh:
-                cut = (window.cursor, layers.canonical(window.start))
-            validator = Validator(dataset, options, known, window=cut)
-            result.summary = validator.summary
-            tracker = layers.QualityTracker(dataset, cursor=window.cursor if window else None)
-            writer = bulk.TableWriter(
+            _load_into(
                 conn,
-                catalog.table(dataset),
-                dataset.column_names,
-                mode=mode,
-                run_id=run_id,
-                dataset=dataset.name,
-                key=dataset.primary_key,
-                dedupe_order=dataset.dedupe_order,
+                dataset,
+                catalog,
+                items,
+                options,
+                mode,
+                result,
+                force=force,
+                full_refresh=full_refresh,
+                inbox=inbox,
+                progress=progress,
             )
-            previous = _previous_loaded(conn, name)
-            writer.prepare()
-            raw_writer = (
-                bulk.RawWriter(
-                    conn,
-                    raw_table,
-                    dataset.column_names,
-                    run_id,
-                    copy=writer.copy if writer.postgres else None,
-                )
-                if raw_table is not None
-                else None
-            )
-            extracted_at = datetime.now(UTC).isoformat()
-            try:
-                for item, sha, frames in todo:
-                    for frame in frames:
-                        counts.rows_read += len(frame)
-                        if raw_writer is not None and item.path is not None:
-                            raw_writer.write(_renamed(frame, dataset), sha, extracted_at)
-                        batch = validator.validate(frame)
-                        writer.write(batch.clean, batch.failures)
-                        tracker.add(batch)
-                        counts.rows_skipped += batch.rows_skipped
-                        counts.rows_in += batch.rows_in
-                        counts.rows_quarantined += batch.rows_quarantined
-                        counts.rows_warned += batch.rows_warned
-                        progress("batch", {"pipeline": name, "rows": counts.rows_read})
-                writer.flush()
-            except BaseException:
-                writer.abort()
-                raise
-            touched = None
-            if dataset.analytics and not full_refresh and mode != "replace":
-                touched = layers.touched_partitions(conn, dataset, writer.incoming, run_id)
-            writer.merge()
-            writer.finish()
-            counts.rows_loaded = writer.loaded
-            counts.duplicates_dropped = writer.duplicates
-            if not counts.balanced:
-                raise AccountingError(
-                    f"{name}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + "
-                    f"quarantined {counts.rows_quarantined} + duplicates dropped "
-                    f"{counts.duplicates_dropped}; nothing was loaded"
-                )
-            if dataset.analytics:
-                result.analytics = layers.refresh_analytics(conn, dataset, touched)
-            all_skipped = bool(items) and not todo
-            if not all_skipped:
-                result.checks = tracker.evaluate(
-                    dataset.quality or Quality(), previous, options.quality, counts.rows_loaded
-                )
-            blocking = [c for c in result.checks if c.severity == "error" and not c.passed]
-            if blocking:
-                raise QualityGateError(_gate_message(name, blocking), result.checks)
-            if window is not None:
-                new = window.watermark
-                if tracker.max_cursor is not None:
-                    top = layers.parse_canonical(tracker.max_cursor)
-                    new = top if new is None or top > new else new
-                layers.write_state(conn, name, new, window.lookback.total_seconds() / 3600, run_id)
-                result.watermark = new
-            layers.record_checks(conn, run_id, name, result.checks)
-            table = catalog.table(dataset).name
-            result.audit.append(
-                _audit_row(
-                    result,
-                    table,
-                    counts.rows_in,
-                    writer.inserted,
-                    writer.updated,
-                    writer.unchanged,
-                    counts.rows_quarantined,
-                )
-            )
-            if raw_writer is not None:
-                result.audit.append(
-                    _audit_row(result, raw_writer.table.name, counts.rows_read, raw_writer.rows, 0, 0, 0)
-                )
-            for analytic, written in result.analytics.items():
-                result.audit.append(_audit_row(result, analytic, written, written, 0, 0, 0))
             _finish_audit(conn, result, started)
             if inbox:
                 _remember_files(conn, result)
@@ -430,6 +326,134 @@ def load(
     progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
     _write_report(report_path, result)
     return result
+
+
+def _load_into(
+    conn: sa.Connection,
+    dataset: Dataset,
+    catalog: Catalog,
+    items: list[Source],
+    options: PipelineOptions,
+    mode: str,
+    result: LoadResult,
+    *,
+    force: bool,
+    full_refresh: bool,
+    inbox: bool,
+    progress: Progress,
+) -> None:
+    """Everything one dataset's load does inside the batch's transaction (see ``load``)."""
+    name, run_id, counts = result.pipeline, result.run_id, result.counts
+    raw_table = catalog.raw_table(dataset)
+    if dataset.nested is not None:
+        todo_files = _unseen(conn, items, None, force, result, name if inbox else None)
+        _load_nested(conn, dataset, catalog, [i for i, _ in todo_files], options, result, progress)
+        result.files = [(i.path, sha) for i, sha in todo_files if i.path is not None]
+        return
+    window = layers.incremental_window(conn, dataset, options, name)
+    todo = [
+        (item, sha, _frames(conn, item, dataset, catalog, options))
+        for item, sha in _unseen(conn, items, raw_table, force, result, name if inbox else None)
+    ]
+    result.files = [(item.path, sha) for item, sha, _ in todo if item.path is not None]
+    known = reference_keys(conn, dataset, catalog)
+    cut = None
+    if window is not None and window.start is not None and not full_refresh:
+        cut = (window.cursor, layers.canonical(window.start))
+    validator = Validator(dataset, options, known, window=cut)
+    result.summary = validator.summary
+    tracker = layers.QualityTracker(dataset, cursor=window.cursor if window else None)
+    writer = bulk.TableWriter(
+        conn,
+        catalog.table(dataset),
+        dataset.column_names,
+        mode=mode,
+        run_id=run_id,
+        dataset=dataset.name,
+        key=dataset.primary_key,
+        dedupe_order=dataset.dedupe_order,
+    )
+    previous = _previous_loaded(conn, name)
+    writer.prepare()
+    raw_writer = (
+        bulk.RawWriter(
+            conn,
+            raw_table,
+            dataset.column_names,
+            run_id,
+            copy=writer.copy if writer.postgres else None,
+        )
+        if raw_table is not None
+        else None
+    )
+    extracted_at = datetime.now(UTC).isoformat()
+    try:
+        for item, sha, frames in todo:
+            for frame in frames:
+                counts.rows_read += len(frame)
+                if raw_writer is not None and item.path is not None:
+                    raw_writer.write(_renamed(frame, dataset), sha, extracted_at)
+                batch = validator.validate(frame)
+                writer.write(batch.clean, batch.failures)
+                tracker.add(batch)
+                counts.rows_skipped += batch.rows_skipped
+                counts.rows_in += batch.rows_in
+                counts.rows_quarantined += batch.rows_quarantined
+                counts.rows_warned += batch.rows_warned
+                progress("batch", {"pipeline": name, "rows": counts.rows_read})
+        writer.flush()
+    except BaseException:
+        writer.abort()
+        raise
+    touched = None
+    if dataset.analytics and not full_refresh and mode != "replace":
+        touched = layers.touched_partitions(conn, dataset, writer.incoming, run_id)
+    writer.merge()
+    writer.finish()
+    counts.rows_loaded = writer.loaded
+    counts.duplicates_dropped = writer.duplicates
+    if not counts.balanced:
+        raise AccountingError(
+            f"{name}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + "
+            f"quarantined {counts.rows_quarantined} + duplicates dropped "
+            f"{counts.duplicates_dropped}; nothing was loaded"
+        )
+    if dataset.analytics:
+        result.analytics = layers.refresh_analytics(conn, dataset, touched)
+    all_skipped = bool(items) and not todo
+    if not all_skipped:
+        result.checks = tracker.evaluate(
+            dataset.quality or Quality(), previous, options.quality, counts.rows_loaded
+        )
+    blocking = [c for c in result.checks if c.severity == "error" and not c.passed]
+    if blocking:
+        raise QualityGateError(_gate_message(name, blocking), result.checks)
+    if window is not None:
+        new = window.watermark
+        if tracker.max_cursor is not None:
+            top = layers.parse_canonical(tracker.max_cursor)
+            new = top if new is None or top > new else new
+        layers.write_state(conn, name, new, window.lookback.total_seconds() / 3600, run_id)
+        result.watermark = new
+    layers.record_checks(conn, run_id, name, result.checks)
+    table = catalog.table(dataset).name
+    result.audit.append(
+        _audit_row(
+            result,
+            table,
+            counts.rows_in,
+            writer.inserted,
+            writer.updated,
+            writer.unchanged,
+            counts.rows_quarantined,
+        )
+    )
+    if raw_writer is not None:
+        result.audit.append(
+            _audit_row(result, raw_writer.table.name, counts.rows_read, raw_writer.rows, 0, 0, 0)
+        )
+    for analytic, written in result.analytics.items():
+        result.audit.append(_audit_row(result, analytic, written, written, 0, 0, 0))
 
 
 def _load_nested(
