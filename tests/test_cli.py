@@ -79,7 +79,16 @@ def test_init_writes_a_starter_that_loads(cli, tmp_path: Path) -> None:
 
 def test_dataset_list_and_show(cli) -> None:
     datasets = json.loads(cli("dataset", "list", "-f", "json").stdout)
-    assert {d["dataset"] for d in datasets} == {"doctors", "appointments", "visits", "facilities"}
+    assert {d["dataset"] for d in datasets} == {
+        "doctors",
+        "appointments",
+        "visits",
+        "facilities",
+        "medilink_facilities",
+        "medilink_patients",
+        "medilink_medical_records",
+        "medilink_triage_visits",
+    }
     cols = json.loads(cli("dataset", "show", "appointments", "-f", "json").stdout)
     by_name = {c["column"]: c for c in cols}
     assert "foreign_key doctors.doctor_id" in by_name["doctor_id"]["checks"]

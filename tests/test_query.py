@@ -25,6 +25,9 @@ def test_list_names_every_query(cli) -> None:
         "facility-metrics",
         "expiring-accreditations",
         "accredited-per-state",
+        "facility-stats",
+        "patients-by-age-group",
+        "triage-trends",
     }
 
 

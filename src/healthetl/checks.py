@@ -191,6 +191,26 @@ def is_timestamp(s: pd.Series) -> pd.Series:
     return s.str.fullmatch(TIMESTAMP_PATTERN).fillna(False).astype(bool)
 
 
+E164_PATTERN = r"\+[1-9][0-9]{7,14}"
+
+
+def standardise_phone(s: pd.Series, country_code: str | None = None) -> pd.Series:
+    """E.164 where possible: '+234 801-234 5678' -> '+2348012345678'; '00' prefix -> '+';
+    a national number with a leading 0 -> the pipeline's country code. Otherwise unchanged."""
+    s = blank_to_na(s)
+    digits = s.str.replace(r"[\s().\-/]", "", regex=True)
+    digits = digits.str.replace(r"^00", "+", regex=True)
+    if country_code:
+        digits = digits.str.replace(r"^0(?=[1-9])", f"+{country_code}", regex=True)
+    ok = digits.str.fullmatch(E164_PATTERN).fillna(False)
+    return digits.where(ok, s)
+
+
+def lookup_key(s: pd.Series) -> pd.Series:
+    """How natural keys are matched: case, surrounding and repeated spaces do not count."""
+    return s.astype("str").str.strip().str.replace(r"\s+", " ", regex=True).str.casefold()
+
+
 def numbers(s: pd.Series) -> pd.Series:
     """Float values of numeric text; NaN where the text is not a number."""
     return pd.to_numeric(s.where(s.str.fullmatch(FLOAT_PATTERN).fillna(False)), errors="coerce")

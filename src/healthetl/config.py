@@ -40,6 +40,8 @@ _PIPELINE_KEYS = {
     "quality",
     "snapshot_date",
     "archive",
+    "phone_country_code",
+    "datasets",
 }
 _QUALITY_KEYS = {
     "required_null_rate",
@@ -72,6 +74,8 @@ class PipelineOptions:
     quality: dict[str, Any] = field(default_factory=dict)
     #: nested snapshots: the date when neither the records nor the file names carry one
     snapshot_date: str | None = None
+    #: phone numbers with a national leading 0 get this country code (E.164)
+    phone_country_code: str | None = None
 
 
 SOURCE_SUFFIXES = (
@@ -102,6 +106,15 @@ class Pipeline:
     base_dir: Path
     #: inbox mode: after a committed load, move the files here ("{date}" = the run's day)
     archive: str | None = None
+    #: several related datasets in one batch: dataset -> file pattern inside the source folder
+    datasets: dict[str, str] = field(default_factory=dict)
+
+    def dataset_files(self) -> dict[str, list[Path]]:
+        """For a multi-dataset pipeline: the files of each dataset (fnmatch on the file name)."""
+        from fnmatch import fnmatch
+
+        files = self.source_paths()
+        return {ds: [f for f in files if fnmatch(f.name, pattern)] for ds, pattern in self.datasets.items()}
 
     def archive_dir(self, day: str) -> Path | None:
         if not self.archive:
@@ -215,7 +228,11 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
             _dt.date.fromisoformat(str(snapshot))
         except ValueError:
             raise ConfigError(f"{where}: snapshot_date must be YYYY-MM-DD") from None
+    country = raw.get("phone_country_code")
+    if country is not None and not str(country).isdigit():
+        raise ConfigError(f'{where}: phone_country_code must be digits, e.g. "234"')
     return PipelineOptions(
+        phone_country_code=str(country) if country is not None else None,
         snapshot_date=str(snapshot) if snapshot is not None else None,
         cursor=raw.get("cursor"),
         lookback_hours=float(lookback) if lookback is not None else None,
@@ -258,9 +275,12 @@ def load_project(config: Path | None = None) -> Project:
         unknown = set(raw) - _PIPELINE_KEYS
         if unknown:
             raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        for key in ("name", "dataset", "source"):
+        for key in ("name", "source") if raw.get("datasets") else ("name", "dataset", "source"):
             if key not in raw:
                 raise ConfigError(f"{where}: missing required key {key!r}")
+        datasets = raw.get("datasets") or {}
+        if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
+            raise ConfigError(f'{where}: datasets must be a table of dataset = "file pattern"')
         mode = raw.get("mode")
         if mode is not None and mode not in LOAD_MODES:
             raise ConfigError(f"{where}: mode must be one of {', '.join(LOAD_MODES)}")
@@ -268,13 +288,14 @@ def load_project(config: Path | None = None) -> Project:
         pipelines.append(
             Pipeline(
                 name=str(raw["name"]),
-                dataset=str(raw["dataset"]),
+                dataset=str(raw.get("dataset") or "+".join(datasets)),
                 source=str(raw["source"]),
                 mode=mode,
                 depends_on=tuple(depends if isinstance(depends, list) else [depends]),
                 options=parse_options(raw, where),
                 base_dir=base,
                 archive=str(raw["archive"]) if raw.get("archive") else None,
+                datasets={str(k): str(v) for k, v in datasets.items()},
             )
         )
     names = [p.name for p in pipelines]

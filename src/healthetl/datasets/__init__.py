@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
 from healthetl.datasets.facilities import FACILITIES
+from healthetl.datasets.medilink import ALL as MEDILINK
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.visits import VISITS
 from healthetl.errors import UsageError
 
-BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES)}
+BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES, *MEDILINK)}
 
 
 def get_dataset(name: str) -> Dataset:

@@ -265,9 +265,11 @@ class TableWriter:
 
     def finish(self) -> None:
         self._restore_foreign_keys()
-        if not self.postgres and self.staged:  # SQLite temp tables live with the connection
+        if self.staged:  # the next dataset of the same batch stages under the same names
             for name in (STAGE, DEDUP):
-                self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+                self.conn.exec_driver_sql(
+                    f"DROP TABLE IF EXISTS {name}" if self.postgres else f"DROP TABLE IF EXISTS temp.{name}"
+                )
 
     def abort(self) -> None:
         """Stop the copy thread after a failure (the transaction is rolled back by the caller)."""
@@ -284,6 +286,11 @@ class TableWriter:
             self.conn.exec_driver_sql(
                 f"CREATE TEMP TABLE {name} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
             )
+            for column in self.table.columns:  # e.g. a generated id: the table fills it, not us
+                if column.name not in self.columns:
+                    self.conn.exec_driver_sql(
+                        f"ALTER TABLE {name} ALTER COLUMN {_quote(self.conn, column.name)} DROP NOT NULL"
+                    )
         else:
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
             self.conn.exec_driver_sql(f"CREATE TEMP TABLE {name} AS SELECT * FROM main.{table} WHERE 0")

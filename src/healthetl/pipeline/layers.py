@@ -349,9 +349,10 @@ def refresh_analytics(
     written: dict[str, int] = {}
     for a in dataset.analytics:
         written[a.table] = _refresh(conn, a, None if touched is None else touched[a.partition])
-    if touched is not None and conn.dialect.name != "postgresql":
+    if touched is not None:
+        prefix = "" if conn.dialect.name == "postgresql" else "temp."
         for name in touched.values():
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {prefix}{name}")
     return written
 
 

@@ -21,6 +21,7 @@ from healthetl.pipeline.stages import (
     Source,
     _quiet,
     load,
+    load_batch,
     write_report,
 )
 
@@ -48,8 +49,11 @@ def plan(
     by_dataset = {p.dataset: p.name for p in project.pipelines}
     deps: dict[str, set[str]] = {}
     for p in chosen:
-        dataset = catalog.dataset(p.dataset)
-        deps[p.name] = {by_dataset[d] for d in dataset.depends_on if d in by_dataset}
+        names = list(p.datasets) or [p.dataset]
+        for ds in names:
+            catalog.dataset(ds)  # unknown datasets are usage errors, before anything runs
+        needed = set().union(*(catalog.dataset(ds).depends_on for ds in names)) - set(names)
+        deps[p.name] = {by_dataset[d] for d in needed if d in by_dataset}
         deps[p.name] |= set(p.depends_on)
     names = dependency_order([p.name for p in chosen], deps)
     return [project.pipeline(n) for n in names]
@@ -82,6 +86,11 @@ def run(
     migrate.ensure_declarations_match(engine, catalog)
     try:
         for p in pipelines:
+            if p.datasets:
+                result.results.append(_batch(engine, p, catalog, progress, force))
+                if p.archive is not None:
+                    result.archived[p.name] = archive(p, result.results[-1])
+                continue
             dataset = catalog.dataset(p.dataset)
             sources: list[Source]
             if from_raw is not None:
@@ -117,6 +126,30 @@ def run(
             reports = [r.report() for r in result.results]
             write_report(report_path, {"pipelines": reports, "error": str(result.failed or "") or None})
     return result
+
+
+def _batch(engine: Engine, p: Pipeline, catalog: Catalog, progress: Progress, force: bool) -> LoadResult:
+    """A pipeline of several related datasets: each dataset's files, dependencies first, in one
+    transaction."""
+    files = p.dataset_files()
+    deps = {ds: catalog.dataset(ds).depends_on & set(files) for ds in files}
+    order = dependency_order(list(files), deps)
+    if not any(files.values()):
+        raise SourceError(
+            f"pipeline {p.name}: no file in {p.source!r} matches "
+            + ", ".join(f"{ds}={pat!r}" for ds, pat in p.datasets.items())
+        )
+    steps = [(catalog.dataset(ds), [Source(path=str(f)) for f in files[ds]]) for ds in order if files[ds]]
+    return load_batch(
+        engine,
+        steps,
+        p.options,
+        pipeline=p.name,
+        catalog=catalog,
+        progress=progress,
+        force=force,
+        inbox=p.archive is not None,
+    )
 
 
 def _pipeline_of_run(engine: Engine, run_id: str) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 from healthetl import state
 from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import PipelineOptions
-from healthetl.datasets.spec import Dataset, Quality
+from healthetl.datasets.spec import AMBIGUOUS, Dataset, LookupTable, Quality
 from healthetl.db import bulk
 from healthetl.db.engine import first_line
 from healthetl.errors import (
@@ -71,6 +71,46 @@ def extract(source: str, output: str, options: PipelineOptions) -> ExtractResult
 
 
 # -------------------------------------------------------------------------------------- validate
+
+
+def lookup_tables(conn: sa.Connection, dataset: Dataset, catalog: Catalog) -> dict[str, LookupTable]:
+    """For each lookup: the referenced rows by natural key (in this transaction, so rows an
+    earlier dataset of the same batch wrote are found)."""
+    from healthetl import checks
+
+    out: dict[str, LookupTable] = {}
+    for lk in dataset.lookups:
+        target = catalog.dataset(lk.dataset)
+        table = catalog.table(target)
+        id_col = target.generated_id or target.primary_key[0]
+        cols = [
+            table.c[id_col],
+            *[table.c[c] for c in lk.on.values()],
+            *[table.c[c] for c in lk.fetch.values()],
+        ]
+        rows = conn.execute(sa.select(*cols)).all()
+        if not rows:
+            out[lk.column] = LookupTable(lk, {}, {k: {} for k in lk.fetch})
+            continue
+        frame = pd.DataFrame(
+            rows,
+            columns=["_id", *[f"k{i}" for i in range(len(lk.on))], *[f"f{i}" for i in range(len(lk.fetch))]],
+        )
+        keys = list(
+            zip(
+                *[checks.lookup_key(frame[f"k{i}"].astype(str)).tolist() for i in range(len(lk.on))],
+                strict=True,
+            )
+        )
+        ids: dict[tuple[str, ...], str] = {}
+        fetched: dict[str, dict[tuple[str, ...], str | None]] = {k: {} for k in lk.fetch}
+        for n, key in enumerate(keys):
+            ids[key] = AMBIGUOUS if key in ids else str(frame["_id"].iat[n])
+            for i, name in enumerate(lk.fetch):
+                value = frame[f"f{i}"].iat[n]
+                fetched[name][key] = None if pd.isna(value) else str(value)
+        out[lk.column] = LookupTable(lk, ids, fetched)
+    return out
 
 
 def reference_keys(conn: sa.Connection, dataset: Dataset, catalog: Catalog) -> dict[str, pd.Index]:
@@ -160,6 +200,8 @@ class LoadResult:
     files: list[tuple[str, str]] = field(default_factory=list)
     watermark: datetime | None = None
     analytics: dict[str, int] = field(default_factory=dict)
+    #: a batch of several datasets: one result per dataset
+    parts: list[LoadResult] = field(default_factory=list)
     #: nested loads: the snapshots replaced and the duplicate records dropped (file:line)
     snapshots: list[str] = field(default_factory=list)
     duplicate_records: list[str] = field(default_factory=list)
@@ -252,46 +294,124 @@ def load(
     """
     catalog = catalog or catalog_for(None)
     mode = mode or dataset.default_mode
-    name = pipeline or dataset.name
     items = [s if isinstance(s, Source) else Source(path=s) for s in sources]
-    run_id = state.new_run_id()
-    counts = state.RunCounts()
-    result = LoadResult(
-        run_id,
-        name,
-        dataset.name,
+    result = _new_result(pipeline or dataset.name, dataset.name, mode, [i.label for i in items])
+
+    def body(conn: sa.Connection) -> None:
+        _load_into(
+            conn,
+            dataset,
+            catalog,
+            items,
+            options,
+            mode,
+            result,
+            force=force,
+            full_refresh=full_refresh,
+            inbox=inbox,
+            progress=progress,
+        )
+
+    return _execute(
+        engine, result, body, command=command, progress=progress, inbox=inbox, report_path=report_path
+    )
+
+
+def load_batch(
+    engine: Engine,
+    steps: list[tuple[Dataset, list[Source]]],
+    options: PipelineOptions,
+    *,
+    pipeline: str,
+    catalog: Catalog,
+    command: str = "run",
+    progress: Progress = _quiet,
+    force: bool = False,
+    inbox: bool = False,
+    report_path: Path | None = None,
+) -> LoadResult:
+    """Several related datasets (dependencies first) in ONE transaction: a later dataset finds
+    the rows an earlier one wrote by natural key, and a failure anywhere writes nothing."""
+    labels = [i.label for _, items in steps for i in items]
+    result = _new_result(pipeline, "+".join(ds.name for ds, _ in steps), "merge", labels)
+
+    def body(conn: sa.Connection) -> None:
+        for ds, items in steps:
+            part = _new_result(pipeline, ds.name, ds.default_mode, [i.label for i in items])
+            part.run_id = result.run_id
+            try:
+                _load_into(
+                    conn,
+                    ds,
+                    catalog,
+                    items,
+                    options,
+                    ds.default_mode,
+                    part,
+                    force=force,
+                    full_refresh=False,
+                    inbox=inbox,
+                    progress=progress,
+                )
+            finally:
+                result.parts.append(part)
+            _absorb(result, part)
+
+    return _execute(
+        engine, result, body, command=command, progress=progress, inbox=inbox, report_path=report_path
+    )
+
+
+def _new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> LoadResult:
+    return LoadResult(
+        state.new_run_id(),
+        pipeline,
+        dataset,
         mode,
         "running",
-        counts,
-        ValidationSummary(dataset.name),
-        [i.label for i in items],
+        state.RunCounts(),
+        ValidationSummary(dataset),
+        sources,
     )
+
+
+def _absorb(batch: LoadResult, part: LoadResult) -> None:
+    for key, value in asdict(part.counts).items():
+        setattr(batch.counts, key, getattr(batch.counts, key) + value)
+    batch.audit += part.audit
+    batch.files += part.files
+    batch.skipped_files += part.skipped_files
+    batch.checks += part.checks
+    batch.summary.add_failures_from(part.summary)
+
+
+def _execute(
+    engine: Engine,
+    result: LoadResult,
+    body: Callable[[sa.Connection], None],
+    *,
+    command: str,
+    progress: Progress,
+    inbox: bool,
+    report_path: Path | None,
+) -> LoadResult:
+    """Run ``body`` in one transaction with the run ledger, the audit log and the inbox's
+    bookkeeping; on failure roll back, record the run as failed, and say why."""
+    name, run_id, counts = result.pipeline, result.run_id, result.counts
     started = state.start_run(
         engine,
         run_id,
         pipeline=name,
-        dataset=dataset.name,
+        dataset=result.dataset,
         command=command,
-        mode=mode,
+        mode=result.mode,
         source=", ".join(result.sources),
     )
     progress("start", {"run_id": run_id, "pipeline": name, "sources": result.sources})
     try:
         with engine.begin() as conn:
             layers.lock_pipeline(conn, name)  # one run of a pipeline at a time
-            _load_into(
-                conn,
-                dataset,
-                catalog,
-                items,
-                options,
-                mode,
-                result,
-                force=force,
-                full_refresh=full_refresh,
-                inbox=inbox,
-                progress=progress,
-            )
+            body(conn)
             _finish_audit(conn, result, started)
             if inbox:
                 _remember_files(conn, result)
@@ -357,16 +477,17 @@ def _load_into(
     ]
     result.files = [(item.path, sha) for item, sha, _ in todo if item.path is not None]
     known = reference_keys(conn, dataset, catalog)
+    lookups = lookup_tables(conn, dataset, catalog)
     cut = None
     if window is not None and window.start is not None and not full_refresh:
         cut = (window.cursor, layers.canonical(window.start))
-    validator = Validator(dataset, options, known, window=cut)
+    validator = Validator(dataset, options, known, window=cut, lookups=lookups)
     result.summary = validator.summary
     tracker = layers.QualityTracker(dataset, cursor=window.cursor if window else None)
     writer = bulk.TableWriter(
         conn,
         catalog.table(dataset),
-        dataset.column_names,
+        dataset.stored_names,
         mode=mode,
         run_id=run_id,
         dataset=dataset.name,

@@ -20,6 +20,7 @@ from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import (
     CompiledDataset,
     Dataset,
+    LookupTable,
     Rule,
     compile_dataset,
     key_series,
@@ -63,6 +64,14 @@ class ValidationSummary:
     rows_warned: int = 0
     by_rule: Counter[tuple[str | None, str, str]] = field(default_factory=Counter)
     skipped_checks: list[str] = field(default_factory=list)
+
+    def add_failures_from(self, other: ValidationSummary) -> None:
+        self.rows_in += other.rows_in
+        self.rows_valid += other.rows_valid
+        self.rows_quarantined += other.rows_quarantined
+        self.rows_warned += other.rows_warned
+        self.by_rule.update(other.by_rule)
+        self.skipped_checks += other.skipped_checks
 
     def add_failures(self, failures: pd.DataFrame) -> None:
         if not failures.empty:
@@ -113,11 +122,12 @@ class Validator:
         options: PipelineOptions,
         known_keys: Mapping[str, pd.Index] | None = None,
         window: tuple[str, str] | None = None,
+        lookups: Mapping[str, LookupTable] | None = None,
     ) -> None:
         """``window`` = (cursor column, first accepted value as canonical UTC text): rows
         whose cursor is older are skipped, not validated (incremental loads)."""
         self.dataset = dataset
-        self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys)
+        self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys, lookups)
         self.summary = ValidationSummary(dataset.name, skipped_checks=list(self.compiled.skipped))
         self.window = window
         self._declared = set(dataset.column_names)
