@@ -88,6 +88,13 @@ def test_dataset_list_and_show(cli) -> None:
         "medilink_patients",
         "medilink_medical_records",
         "medilink_triage_visits",
+        "synthea_organizations",
+        "synthea_providers",
+        "synthea_patients",
+        "synthea_encounters",
+        "synthea_conditions",
+        "synthea_medications",
+        "synthea_procedures",
     }
     cols = json.loads(cli("dataset", "show", "appointments", "-f", "json").stdout)
     by_name = {c["column"]: c for c in cols}

@@ -28,6 +28,8 @@ def test_list_names_every_query(cli) -> None:
         "facility-stats",
         "patients-by-age-group",
         "triage-trends",
+        "encounters-per-month",
+        "top-conditions",
     }
 
 

@@ -6,10 +6,13 @@ from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
 from healthetl.datasets.facilities import FACILITIES
 from healthetl.datasets.medilink import ALL as MEDILINK
 from healthetl.datasets.spec import Dataset
+from healthetl.datasets.synthea import ALL as SYNTHEA
 from healthetl.datasets.visits import VISITS
 from healthetl.errors import UsageError
 
-BUILTIN: dict[str, Dataset] = {d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES, *MEDILINK)}
+BUILTIN: dict[str, Dataset] = {
+    d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES, *MEDILINK, *SYNTHEA)
+}
 
 
 def get_dataset(name: str) -> Dataset:

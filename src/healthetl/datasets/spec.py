@@ -427,7 +427,8 @@ def compile_dataset(
                 _severity(options, dataset, col, "required"),
                 "{column} is missing",
             )
-        if col.type in _TYPE_CHECKS:
+        looked_up = any(lk.column == col.name for lk in dataset.lookups)
+        if col.type in _TYPE_CHECKS and not looked_up:  # a looked-up id comes from the database
             name, template, fn = _TYPE_CHECKS[col.type]
             add(
                 pa.Check(fn, element_wise=False, ignore_na=False, name=f"healthetl_{name}"),
