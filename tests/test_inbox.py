@@ -82,3 +82,14 @@ def test_inbox_archive_redelivery_and_counts(cli, tmp_path: Path, db_url: str) -
     assert audit["status"] == "failed" and audit["tables"][0]["error"]
     archived = sorted(p.name for p in (tmp_path / "archive" / today).iterdir())
     assert archived == ["doctors_1.csv", "doctors_1_again.csv", "doctors_2.csv"]
+
+
+def test_state_runs_tables_shows_the_audit_log(cli, tmp_path: Path, sqlite_url: str) -> None:
+    cfg = _project(tmp_path)
+    _doctors(tmp_path / "inbox" / "d.csv", [(100, "Dr. Pérez", "Vein"), (101, "Dr. Gómez", "Pain")])
+    assert cli("run", "--config", cfg, "--db", sqlite_url).exit_code == 0
+    rows = json.loads(
+        cli("state", "runs", "--tables", "-f", "json", "--config", cfg, "--db", sqlite_url).stdout
+    )
+    assert [(r["table_name"], r["rows_processed"], r["inserted"]) for r in rows] == [("doctors", 2, 2)]
+    assert rows[0]["started_at"] and rows[0]["finished_at"] and rows[0]["error"] is None

@@ -95,14 +95,36 @@ def show(
 def runs(
     pipeline: Annotated[str | None, typer.Argument(help="Only this pipeline.", show_default=False)] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    tables: Annotated[
+        bool, typer.Option("--tables", help="Per table: inserted, updated, unchanged, ...")
+    ] = False,
     fmt: FormatOption = "table",
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """The run ledger: each run's id, pipeline, start/end, status and row counts."""
+    """The run ledger: each run's id, pipeline, start/end, status and row counts; with --tables,
+    what each batch did to each table (the audit log)."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    _table(ledger.runs(engine, pipeline=pipeline, limit=limit), fmt)
+    found = ledger.runs(engine, pipeline=pipeline, limit=limit)
+    if not tables:
+        _table(found, fmt)
+        return
+    written = ledger.audit_log(engine, run_ids=[r["run_id"] for r in found])
+    cols = [
+        "run_id",
+        "pipeline",
+        "table_name",
+        "rows_processed",
+        "inserted",
+        "updated",
+        "unchanged",
+        "quarantined",
+        "started_at",
+        "finished_at",
+        "error",
+    ]
+    render.rows(cols, [[a.get(c) for c in cols] for a in written], fmt)
 
 
 def _change(change: layers.StateChange, fmt: str) -> None:
