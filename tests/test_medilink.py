@@ -176,3 +176,18 @@ def test_failing_batch_writes_nothing_and_leaves_the_inbox(cli, tmp_path: Path, 
     assert not (tmp_path / "archive").exists()
     for table in TABLES.values():
         assert _count(sqlite_url, table) == 0
+
+
+def test_validate_resolves_references_only_with_a_database(cli, tmp_path: Path, sqlite_url: str) -> None:
+    cfg = _project(tmp_path)
+    generate().write(tmp_path / "inbox")
+    assert cli("run", "--config", cfg, "--db", sqlite_url).exit_code == 0
+    orphan = tmp_path / "patients.csv"
+    orphan.write_text(
+        "facility_name,first_name,last_name,sex,dob,phone\nNowhere Clinic,Ann,Lee,F,1990-01-01,08031234567\n"
+    )
+    offline = cli("validate", "medilink_patients", orphan, "--config", cfg)
+    assert offline.exit_code == 0 and "skipped reference check facility_id" in offline.output
+    online = cli("validate", "medilink_patients", orphan, "--config", cfg, "--db", sqlite_url)
+    assert online.exit_code == 1 and "medilink_patients.facility_id" not in online.output
+    assert "facility_id.reference: 1 rows" in online.output

@@ -469,7 +469,9 @@ def compile_dataset(
                 rule("vocabulary", "unknown {column}{value} (expected one of {detail})", ", ".join(allowed)),
             )
         lookup = next((lk for lk in dataset.lookups if lk.column == col.name), None)
-        if lookup is not None:
+        if lookup is not None and col.name not in (lookups or {}):
+            skipped.append(f"{col.name} by {', '.join(lookup.on)} -> {lookup.dataset}")
+        elif lookup is not None:
             keys = ", ".join(lookup.on)
             shown = all(not dataset.column(c).identifying for c in lookup.on)
             add(

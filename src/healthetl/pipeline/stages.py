@@ -142,10 +142,12 @@ def validate(
 ) -> ValidateResult:
     catalog = catalog or catalog_for(None)
     known: dict[str, pd.Index] | None = None
+    lookups: dict[str, LookupTable] | None = None
     if engine is not None:
         with engine.connect() as conn:
             known = reference_keys(conn, dataset, catalog)
-    validator = Validator(dataset, options, known)
+            lookups = lookup_tables(conn, dataset, catalog)
+    validator = Validator(dataset, options, known, lookups=lookups)
     clean_writer = open_writer(clean_output) if clean_output else None
     rejects_writer = open_writer(rejects_output) if rejects_output else None
     try:
