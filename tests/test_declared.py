@@ -296,3 +296,110 @@ def test_project_migrations_need_the_project(cli, tmp_path: Path, sqlite_url: st
     assert result.exit_code == 3
     assert "this project does not know" in result.output and "--config" in result.output
     assert cli("state", "runs", "--config", cfg, "--db", sqlite_url).exit_code == 0
+
+
+def test_declared_related_datasets_with_generated_ids_and_lookups(cli, tmp_path: Path, db_url: str) -> None:
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / "wards.csv").write_text("ward,floor\nNorth,1\nSouth,2\n")
+    (tmp_path / "inbox" / "beds.csv").write_text(
+        "ward,bed,phone\nnorth ,1,0803 123 4567\nSouth,2,\nEast,3,\n"
+    )
+    (tmp_path / "healthetl.toml").write_text(
+        textwrap.dedent("""
+        [[pipelines]]
+        name = "hospital"
+        source = "inbox"
+        phone_country_code = "234"
+        [pipelines.datasets]
+        beds = "beds*.csv"
+        wards = "wards*.csv"
+
+        [[datasets]]
+        name = "wards"
+        generated_id = "ward_id"
+        primary_key = ["ward"]
+        [datasets.columns]
+        ward = { type = "text", required = true }
+        floor = "integer"
+
+        [[datasets]]
+        name = "beds"
+        generated_id = "bed_id"
+        primary_key = ["ward_id", "bed"]
+        [[datasets.lookups]]
+        column = "ward_id"
+        dataset = "wards"
+        on = { ward = "ward" }
+        [datasets.columns]
+        ward = { type = "text", required = true, stored = false }
+        ward_id = { type = "integer", references = "wards.ward_id" }
+        bed = { type = "integer", required = true }
+        phone = { type = "phone" }
+    """)
+    )
+    result = cli("db", "upgrade", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    assert cli("db", "revision", "-m", "wards and beds", "--db", db_url).exit_code == 0
+    result = cli("run", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        beds = conn.execute(
+            sa.text(
+                "SELECT w.ward, b.bed, b.phone FROM beds b JOIN wards w ON w.ward_id = b.ward_id ORDER BY b.bed"
+            )
+        ).all()
+        reason = conn.execute(sa.text("SELECT reason FROM quarantine WHERE rule = 'reference'")).scalar()
+    engine.dispose()
+    # wards loaded first (a dependency), "north " matched "North", the phone became E.164
+    assert [tuple(r) for r in beds] == [("North", 1, "+2348031234567"), ("South", 2, None)]
+    assert reason == "no wards matches ward 'East'"
+
+
+def test_declared_incremental_layers(cli, tmp_path: Path, sqlite_url: str) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "day1.csv").write_text(
+        "lab_id,result,updated\nL1,5.0,2025-12-01T10:00:00Z\nL1,5.5,2025-12-01T11:00:00Z\nL2,7.0,2025-12-01T09:00:00Z\n"
+    )
+    (tmp_path / "healthetl.toml").write_text(
+        textwrap.dedent("""
+        [[pipelines]]
+        name = "labs"
+        dataset = "labs"
+        source = "data/*.csv"
+        [pipelines.quality]
+        freshness_hours = 1000000
+
+        [[datasets]]
+        name = "labs"
+        primary_key = ["lab_id"]
+        raw = true
+        dedupe_order = ["updated"]
+        cursor = "updated"
+        lookback_hours = 1
+        [datasets.columns]
+        lab_id = { type = "text", required = true }
+        result = { type = "float", required = true }
+        updated = { type = "timestamp", required = true }
+    """)
+    )
+    assert cli("db", "upgrade", "--db", sqlite_url).exit_code == 0
+    assert cli("db", "revision", "-m", "labs", "--db", sqlite_url).exit_code == 0
+    assert "raw_labs" in next((tmp_path / "migrations").glob("*.py")).read_text()
+    assert cli("run", "--db", sqlite_url).exit_code == 0
+    # day 2: one row inside the lookback (newer version of L2), one behind it
+    (tmp_path / "data" / "day2.csv").write_text(
+        "lab_id,result,updated\nL2,7.5,2025-12-01T10:30:00Z\nL3,1.0,2025-11-30T00:00:00Z\n"
+    )
+    result = cli("run", "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert "1 behind the watermark" in result.output and "already loaded by run" in result.output
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT lab_id, result FROM labs ORDER BY lab_id")).all()
+        raw = conn.execute(sa.text("SELECT COUNT(*) FROM raw_labs")).scalar()
+        watermark = conn.execute(sa.text("SELECT watermark FROM pipeline_state")).scalar()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("L1", 5.5), ("L2", 7.5)]
+    assert raw == 5
+    assert str(watermark).startswith("2025-12-01 11:00:00")

@@ -98,6 +98,19 @@ def _project_catalog(project: Project) -> Catalog:
                 raise ConfigError(
                     f"{project.path}: dataset {ds.name}: {column} references unknown dataset {target!r}"
                 )
+        for lk in ds.lookups:
+            found = datasets.get(lk.dataset)
+            if found is None:
+                raise ConfigError(
+                    f"{project.path}: dataset {ds.name}: lookup {lk.column} refers to unknown dataset "
+                    f"{lk.dataset!r}"
+                )
+            missing = [c for c in [*lk.on.values(), *lk.fetch.values()] if c not in found.stored_names]
+            if missing:
+                raise ConfigError(
+                    f"{project.path}: dataset {ds.name}: lookup {lk.column}: {lk.dataset} has no "
+                    f"column(s) {', '.join(missing)}"
+                )
     metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
     for table in builtin_metadata.sorted_tables:
         table.to_metadata(metadata)

@@ -13,7 +13,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
-from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Param, Quality, Query
+from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
 from healthetl.sources.readers import normalise_name
 
@@ -30,6 +30,13 @@ _DATASET_KEYS = {
     "model",
     "transform",
     "module",
+    "raw",
+    "dedupe_order",
+    "cursor",
+    "lookback_hours",
+    "quality",
+    "generated_id",
+    "lookups",
 }
 _COLUMN_KEYS = {
     "type",
@@ -47,7 +54,10 @@ _COLUMN_KEYS = {
     "source",
     "severity",
     "description",
+    "stored",
+    "default",
 }
+_LOOKUP_KEYS = {"column", "dataset", "on", "fetch"}
 _CHECK_KEYS = {"name", "column", "op", "other", "value", "severity", "description"}
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -104,6 +114,14 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
     cursor = raw.get("cursor")
     if cursor is not None and cursor not in names:
         raise ConfigError(f"{here}: cursor column {cursor!r} is not declared")
+    generated = raw.get("generated_id")
+    if generated is not None and (
+        not isinstance(generated, str) or not _IDENT.match(generated) or generated in names
+    ):
+        raise ConfigError(f"{here}: generated_id must be a new lower-case column name")
+    if generated is not None and not pk:
+        raise ConfigError(f"{here}: generated_id needs a primary_key (the natural key)")
+    lookups = tuple(_lookup(lk, here, names) for lk in raw.get("lookups", []))
     quality_raw = raw.get("quality", {})
     try:
         quality = Quality(**quality_raw) if quality_raw else None
@@ -127,7 +145,9 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         cursor=cursor,
         lookback_hours=float(raw.get("lookback_hours", 24.0)),
         quality=quality,
-        default_mode="merge" if order and "mode" not in raw else mode,
+        default_mode="merge" if (order or generated) and "mode" not in raw else mode,
+        generated_id=generated,
+        lookups=lookups,
     )
 
 
@@ -178,6 +198,8 @@ def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
         value_map=value_map,
         severity=_severity_map(spec.get("severity", {}), f"{where}: severity"),
         description=str(spec.get("description", "")),
+        stored=bool(spec.get("stored", True)),
+        default=str(spec["default"]) if spec.get("default") is not None else None,
     )
     source = spec.get("source")
     return column, (str(source) if source is not None else None)
@@ -239,6 +261,27 @@ def _compare(raw: dict[str, Any], here: str, names: set[str]) -> Compare:
         value=raw.get("value"),
         severity=severity,
         description=str(raw.get("description", "")),
+    )
+
+
+def _lookup(raw: Any, here: str, names: set[str]) -> Lookup:
+    if not isinstance(raw, dict) or set(raw) - _LOOKUP_KEYS:
+        raise ConfigError(f"{here}: every [[datasets.lookups]] takes column, dataset, on and fetch")
+    where = f"{here}, lookup {raw.get('column')}"
+    for key in ("column", "dataset", "on"):
+        if key not in raw:
+            raise ConfigError(f"{where}: missing {key!r}")
+    on, fetch = raw["on"], raw.get("fetch", {})
+    if not isinstance(on, dict) or not on or not isinstance(fetch, dict):
+        raise ConfigError(f'{where}: on (and fetch) must be tables of this_column = "their_column"')
+    for column in [raw["column"], *on, *fetch]:
+        if column not in names:
+            raise ConfigError(f"{where}: column {column!r} is not declared")
+    return Lookup(
+        str(raw["column"]),
+        str(raw["dataset"]),
+        {str(k): str(v) for k, v in on.items()},
+        {str(k): str(v) for k, v in fetch.items()},
     )
 
 
