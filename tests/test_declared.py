@@ -346,7 +346,8 @@ def test_declared_related_datasets_with_generated_ids_and_lookups(cli, tmp_path:
     with engine.connect() as conn:
         beds = conn.execute(
             sa.text(
-                "SELECT w.ward, b.bed, b.phone FROM beds b JOIN wards w ON w.ward_id = b.ward_id ORDER BY b.bed"
+                "SELECT w.ward, b.bed, b.phone FROM beds b "
+                "JOIN wards w ON w.ward_id = b.ward_id ORDER BY b.bed"
             )
         ).all()
         reason = conn.execute(sa.text("SELECT reason FROM quarantine WHERE rule = 'reference'")).scalar()
