@@ -152,7 +152,37 @@ def run_to_sql(url: str, csv_path: str) -> dict[str, float]:
     return {"seconds": seconds, "rows": len(frame), "peak_mb": _peak_mb()}
 
 
+def run_healthetl_sqlite(url: str, csv_path: str) -> dict[str, float]:
+    """The same load into a fresh SQLite file (executemany in one transaction)."""
+    import tempfile
+
+    from healthetl.config import PipelineOptions
+    from healthetl.datasets import get_dataset
+    from healthetl.db import migrate
+    from healthetl.db.engine import create
+    from healthetl.pipeline.stages import load
+
+    folder = tempfile.mkdtemp()
+    engine = create(f"sqlite:///{folder}/bench.db")
+    migrate.upgrade(engine)
+    doctors = Path(folder) / "doctors.csv"
+    doctors.write_text("doctor_id,name\n" + "".join(f"{i},Dr. {i}\n" for i in range(100, 105)))
+    load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions())
+    start = time.perf_counter()
+    result = load(engine, get_dataset("appointments"), [csv_path], _options(), mode="replace")
+    seconds = time.perf_counter() - start
+    c = result.counts
+    return {
+        "seconds": seconds,
+        "rows": c.rows_in,
+        "loaded": c.rows_loaded,
+        "quarantined": c.rows_quarantined,
+        "peak_mb": _peak_mb(),
+    }
+
+
 CONTENDERS = {
+    "healthetl_sqlite": run_healthetl_sqlite,
     "healthetl": run_healthetl,
     "raw_copy": run_raw_copy,
     "raw_copy_typed": run_raw_copy_typed,
@@ -245,6 +275,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender (median shown)")
     parser.add_argument("--skip-to-sql", action="store_true", help="skip the slow pandas baseline")
+    parser.add_argument("--sqlite", action="store_true", help="also load into SQLite (same rows)")
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--csv")
@@ -263,6 +294,7 @@ def main() -> None:
     try:
         names = ["raw_copy", "raw_copy_typed", "healthetl"]
         names += [] if args.skip_to_sql else ["to_sql"]
+        names += ["healthetl_sqlite"] if args.sqlite else []
         results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         for _ in range(args.repeat):
             for n in names:
@@ -282,6 +314,7 @@ def main() -> None:
         "raw_copy_typed": "(a') raw COPY of accepted rows, typed+PK+FK",
         "healthetl": "healthetl extract+validate+load (typed+PK+FK)",
         "to_sql": "(b) pandas read_csv + to_sql",
+        "healthetl_sqlite": "healthetl into SQLite (same rows)",
     }
     for n in names:
         secs = statistics.median(r["seconds"] for r in results[n])
