@@ -273,3 +273,46 @@ def test_expiring_and_per_state_answers(cli, tmp_path: Path, db_url: str, as_of:
             m["number_of_offered_services"],
             str(m["first_accreditation_valid_until"]),
         ) == (r["employee_count"], len(r["services"]), r["accreditations"][0]["valid_until"])
+
+
+def test_a_nested_dataset_declared_in_the_project_file(cli, tmp_path: Path, sqlite_url: str) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "2025-08-10.ndjson").write_text(
+        '{"clinic_id": "C1", "location": {"city": "Lagos"}, "services": ["x-ray", "lab"],'
+        ' "staff": [{"name": "A", "roles": ["nurse", "triage"]}]}\n'
+        '{"clinic_id": "C2", "location": {"city": "Kano"}, "services": [], "staff": []}\n'
+        '{"clinic_id": "C3", "location": {"city": "Ibadan"}, "services": [7], "staff": [{"name": null}]}\n'
+    )
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "clinics"\ndataset = "clinics"\nsource = "data"\n\n'
+        '[[datasets]]\nname = "clinics"\nprimary_key = ["snapshot_date", "clinic_id"]\n'
+        '[datasets.columns]\nsnapshot_date = { type = "date", required = true }\n'
+        'clinic_id = { type = "text", required = true }\ncity = "text"\n'
+        'services_offered = { type = "integer", min = 1, severity = { range = "warning" } }\n'
+        '[datasets.nested]\npaths = { city = "location.city", services_offered = "services#" }\n'
+        '[[datasets.nested.children]]\ntable = "clinic_services"\npath = "services"\n'
+        'ordinal = "service_ordinal"\n'
+        'columns = { service = { type = "text", required = true, path = "." } }\n'
+        '[[datasets.nested.children]]\ntable = "clinic_staff"\npath = "staff"\nordinal = "staff_ordinal"\n'
+        'columns = { name = { type = "text", required = true } }\n'
+        '[[datasets.nested.children.children]]\ntable = "clinic_staff_roles"\npath = "roles"\n'
+        'ordinal = "role_ordinal"\ncolumns = { role = { type = "text", path = "." } }\n'
+    )
+    assert cli("db", "upgrade", "--db", sqlite_url).exit_code == 0
+    assert cli("db", "revision", "-m", "clinics", "--db", sqlite_url).exit_code == 0
+    result = cli("run", "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as conn:
+        clinics = conn.execute(
+            sa.text("SELECT clinic_id, city, services_offered FROM clinics ORDER BY 1")
+        ).all()
+        roles = conn.execute(sa.text("SELECT clinic_id, staff_ordinal, role FROM clinic_staff_roles")).all()
+        services = conn.execute(sa.text("SELECT COUNT(*) FROM clinic_services")).scalar()
+        rejected = conn.execute(sa.text("SELECT column_name, rule FROM quarantine")).all()
+    engine.dispose()
+    # C3's staff member has no name: the whole record is quarantined, children included
+    assert [tuple(r) for r in clinics] == [("C1", "Lagos", 2), ("C2", "Kano", 0)]
+    assert sorted(tuple(r) for r in roles) == [("C1", 1, "nurse"), ("C1", 1, "triage")]
+    assert services == 2
+    assert ("staff.name", "required") in [tuple(r) for r in rejected]

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from healthetl.config import Project
 from healthetl.datasets import BUILTIN
 from healthetl.datasets.declare import declared_datasets
+from healthetl.datasets.nested import child_tables as nested_child_tables
 from healthetl.datasets.spec import (
     Dataset,
     Query,
@@ -123,4 +124,5 @@ def _project_catalog(project: Project) -> Catalog:
         if raw is not None:
             owned.add(raw.name)
         owned.update(t.name for t in analytic_tables_for(ds, metadata))
+        owned.update(t.name for t in nested_child_tables(ds, metadata))
     return Catalog(datasets, metadata, tables, owned, project)

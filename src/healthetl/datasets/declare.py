@@ -13,6 +13,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
+from healthetl.datasets.nested import Child, Nested
 from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
 from healthetl.sources.readers import normalise_name
@@ -37,6 +38,7 @@ _DATASET_KEYS = {
     "quality",
     "generated_id",
     "lookups",
+    "nested",
 }
 _COLUMN_KEYS = {
     "type",
@@ -122,6 +124,7 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
     if generated is not None and not pk:
         raise ConfigError(f"{here}: generated_id needs a primary_key (the natural key)")
     lookups = tuple(_lookup(lk, here, names) for lk in raw.get("lookups", []))
+    nested = _nested(raw["nested"], here, names) if raw.get("nested") else None
     quality_raw = raw.get("quality", {})
     try:
         quality = Quality(**quality_raw) if quality_raw else None
@@ -148,6 +151,7 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         default_mode="merge" if (order or generated) and "mode" not in raw else mode,
         generated_id=generated,
         lookups=lookups,
+        nested=nested,
     )
 
 
@@ -260,6 +264,59 @@ def _compare(raw: dict[str, Any], here: str, names: set[str]) -> Compare:
         other=raw.get("other"),
         value=raw.get("value"),
         severity=severity,
+        description=str(raw.get("description", "")),
+    )
+
+
+def _nested(raw: Any, here: str, names: set[str]) -> Nested:
+    """[datasets.nested]: paths of the parent's columns, and [[datasets.nested.children]]."""
+    if not isinstance(raw, dict) or set(raw) - {"paths", "children", "snapshot_column"}:
+        raise ConfigError(f"{here}: nested takes paths, children and snapshot_column")
+    paths = raw.get("paths", {})
+    for column in paths:
+        if column not in names:
+            raise ConfigError(f"{here}: nested.paths: column {column!r} is not declared")
+    snapshot = str(raw.get("snapshot_column", "snapshot_date"))
+    if snapshot not in names:  # a load replaces exactly its snapshots: the date is part of the key
+        raise ConfigError(f"{here}: nested records need a declared date column {snapshot!r} "
+                          "(or name it with nested.snapshot_column)")
+    return Nested(
+        paths={str(k): str(v) for k, v in paths.items()},
+        children=tuple(_child(c, f"{here}, nested child") for c in raw.get("children", [])),
+        snapshot_column=snapshot,
+    )
+
+
+def _child(raw: Any, here: str) -> Child:
+    if not isinstance(raw, dict) or set(raw) - {
+        "table",
+        "path",
+        "ordinal",
+        "columns",
+        "children",
+        "description",
+    }:
+        raise ConfigError(f"{here}: a child takes table, path, ordinal, columns, children, description")
+    for key in ("table", "path", "columns"):
+        if key not in raw:
+            raise ConfigError(f"{here}: missing {key!r}")
+    table = str(raw["table"])
+    if not _IDENT.match(table):
+        raise ConfigError(f"{here}: table must be a plain lower-case name")
+    where = f"{here} {table}"
+    columns, paths = [], {}
+    for name, spec in raw["columns"].items():
+        spec = {"type": spec} if isinstance(spec, str) else dict(spec)
+        if "path" in spec:
+            paths[str(name)] = str(spec.pop("path"))
+        columns.append(_column(str(name), spec, where)[0])
+    return Child(
+        table=table,
+        path=str(raw["path"]),
+        ordinal=str(raw.get("ordinal", f"{table}_ordinal")),
+        columns=tuple(columns),
+        paths=paths,
+        children=tuple(_child(c, where) for c in raw.get("children", [])),
         description=str(raw.get("description", "")),
     )
 
