@@ -278,8 +278,10 @@ def _nested(raw: Any, here: str, names: set[str]) -> Nested:
             raise ConfigError(f"{here}: nested.paths: column {column!r} is not declared")
     snapshot = str(raw.get("snapshot_column", "snapshot_date"))
     if snapshot not in names:  # a load replaces exactly its snapshots: the date is part of the key
-        raise ConfigError(f"{here}: nested records need a declared date column {snapshot!r} "
-                          "(or name it with nested.snapshot_column)")
+        raise ConfigError(
+            f"{here}: nested records need a declared date column {snapshot!r} "
+            "(or name it with nested.snapshot_column)"
+        )
     return Nested(
         paths={str(k): str(v) for k, v in paths.items()},
         children=tuple(_child(c, f"{here}, nested child") for c in raw.get("children", [])),
