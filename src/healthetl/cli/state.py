@@ -238,6 +238,7 @@ def report(
             "observed",
             "threshold",
             "passed",
+            "detail",
         ]
         render.rows(cols, [[h.get(c) for c in cols] for h in history], fmt)
         return

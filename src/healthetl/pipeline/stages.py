@@ -548,6 +548,8 @@ def _load_into(
         result.checks = tracker.evaluate(
             dataset.quality or Quality(), previous, options.quality, counts.rows_loaded
         )
+        for check in result.checks:  # in a batch of several datasets, say which one
+            check.detail = f"{dataset.name}: {check.detail}"
     blocking = [c for c in result.checks if c.severity == "error" and not c.passed]
     if blocking:
         raise QualityGateError(_gate_message(name, blocking), result.checks)
