@@ -95,6 +95,10 @@ def test_dataset_list_and_show(cli) -> None:
         "synthea_conditions",
         "synthea_medications",
         "synthea_procedures",
+        "synthea_allergies",
+        "synthea_careplans",
+        "synthea_immunizations",
+        "synthea_devices",
     }
     cols = json.loads(cli("dataset", "show", "appointments", "-f", "json").stdout)
     by_name = {c["column"]: c for c in cols}

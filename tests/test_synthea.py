@@ -26,12 +26,20 @@ def _expected() -> dict[str, set[str]]:
     born = enc["PATIENT"].map(patients["BIRTHDATE"])
     bad_enc = set(enc.loc[enc["START"].str[:10] < born, "Id"])
     out: dict[str, set[str]] = {"encounters": bad_enc}
-    for name in ("conditions", "medications", "procedures"):
+    events = {  # file -> (natural key, the date compared with the birth date)
+        "conditions": (["PATIENT", "ENCOUNTER", "CODE", "START"], "START"),
+        "medications": (["PATIENT", "ENCOUNTER", "CODE", "START"], "START"),
+        "procedures": (["PATIENT", "ENCOUNTER", "CODE", "START"], "START"),
+        "allergies": (["PATIENT", "ENCOUNTER", "CODE", "START"], "START"),
+        "devices": (["PATIENT", "ENCOUNTER", "CODE", "START"], "START"),
+        "careplans": (["Id"], "START"),
+        "immunizations": (["PATIENT", "ENCOUNTER", "CODE", "DATE"], "DATE"),
+    }
+    for name, (key, when) in events.items():
         f = _csv(name).reset_index()
-        keyed = f.assign(k=f["PATIENT"] + f["ENCOUNTER"] + f["CODE"] + f["START"])
-        dup = keyed["k"].duplicated(keep="first")
+        dup = f[key].astype(str).agg("|".join, axis=1).duplicated(keep="first")
         orphan = f["ENCOUNTER"].isin(bad_enc)
-        before = f["START"].str[:10] < f["PATIENT"].map(patients["BIRTHDATE"])
+        before = f[when].str[:10] < f["PATIENT"].map(patients["BIRTHDATE"])
         out[name] = set(f.loc[dup | orphan | before, "index"].astype(str))
     return out
 
@@ -55,6 +63,10 @@ def test_synthea_export_loads_related_tables(cli, tmp_path: Path, db_url: str) -
         "conditions",
         "medications",
         "procedures",
+        "allergies",
+        "careplans",
+        "immunizations",
+        "devices",
     ):
         rows = len(_csv(name))
         rejected = len(bad.get(name, set()))

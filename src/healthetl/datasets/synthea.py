@@ -143,17 +143,26 @@ ENCOUNTERS = Dataset(
 
 
 def _event(
-    name: str, description: str, key: tuple[str, ...], start_type: ColumnType, extra: tuple[Column, ...]
+    name: str,
+    description: str,
+    key: tuple[str, ...],
+    start_type: ColumnType,
+    extra: tuple[Column, ...],
+    *,
+    id_name: str,
+    leading: tuple[Column, ...] = (),
 ) -> Dataset:
+    """A clinical event of a patient in an encounter (condition, medication, procedure, ...)."""
     return Dataset(
         name=name,
         description=description,
         table=name,
-        generated_id=f"{name.removeprefix('synthea_').rstrip('s')}_key",
+        generated_id=id_name,
         primary_key=key,
         default_mode="merge",
         lookups=(PATIENT, ENCOUNTER),
         columns=(
+            *leading,
             Column("start", start_type, required=True),
             Column("stop", start_type),
             *_PATIENT_REF,
@@ -166,12 +175,14 @@ def _event(
     )
 
 
+_EVENT_KEY = ("patient_key", "encounter_key", "code", "start")
 CONDITIONS = _event(
     "synthea_conditions",
     "Synthea conditions (diagnoses).",
     ("patient_key", "encounter_key", "code", "start"),
     "date",
     (Column("system", "text"),),
+    id_name="condition_key",
 )
 MEDICATIONS = _event(
     "synthea_medications",
@@ -183,6 +194,7 @@ MEDICATIONS = _event(
         Column("dispenses", "integer", minimum=0.0),
         Column("totalcost", "decimal", minimum=0.0),
     ),
+    id_name="medication_key",
 )
 PROCEDURES = _event(
     "synthea_procedures",
@@ -190,6 +202,51 @@ PROCEDURES = _event(
     ("patient_key", "encounter_key", "code", "start"),
     "timestamp",
     (Column("system", "text"), Column("base_cost", "decimal", minimum=0.0)),
+    id_name="procedure_key",
+)
+
+ALLERGIES = _event(
+    "synthea_allergies",
+    "Synthea allergies.",
+    _EVENT_KEY,
+    "date",
+    (Column("system", "text"), Column("type", "text"), Column("category", "text")),
+    id_name="allergy_key",
+)
+DEVICES = _event(
+    "synthea_devices",
+    "Synthea devices.",
+    _EVENT_KEY,
+    "timestamp",
+    (Column("udi", "text", description="unique device identifier"),),
+    id_name="device_key",
+)
+CAREPLANS = _event(
+    "synthea_careplans",
+    "Synthea care plans.",
+    ("id",),
+    "date",
+    (Column("reasoncode", "text"), Column("reasondescription", "text")),
+    id_name="careplan_key",
+    leading=(Column("id", "text", required=True, pattern=UUID),),
+)
+IMMUNIZATIONS = Dataset(
+    name="synthea_immunizations",
+    description="Synthea immunizations.",
+    table="synthea_immunizations",
+    generated_id="immunization_key",
+    primary_key=("patient_key", "encounter_key", "code", "date"),
+    default_mode="merge",
+    lookups=(PATIENT, ENCOUNTER),
+    columns=(
+        Column("date", "timestamp", required=True),
+        *_PATIENT_REF,
+        *_ref("encounter", "synthea_encounters", "encounter_key"),
+        Column("code", "text", required=True, description="CVX code"),
+        Column("description", "text", required=True),
+        Column("base_cost", "decimal", minimum=0.0),
+    ),
+    compares=(_not_before_birth("date"),),
 )
 
 _MONTHLY = """
@@ -233,5 +290,9 @@ ALL = (
     ENCOUNTERS,
     CONDITIONS,
     MEDICATIONS,
+    ALLERGIES,
+    CAREPLANS,
+    IMMUNIZATIONS,
+    DEVICES,
     Dataset(**{**PROCEDURES.__dict__, "queries": QUERIES}),
 )
