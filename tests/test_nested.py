@@ -194,6 +194,32 @@ def test_missing_snapshot_date_is_a_usage_error(cli, tmp_path: Path, sqlite_url:
     cfg = _project(tmp_path, [ML / "sample_facility_data.ndjson"])
     result = cli("run", "--config", cfg, "--db", sqlite_url)
     assert result.exit_code == 2 and "no snapshot date" in result.output
+    assert "--snapshot-date" in result.output
+    assert cli("run", "--config", cfg, "--db", sqlite_url, "--snapshot-date", "2025-08-12").exit_code == 0
+    out = cli(
+        "query",
+        "facility-metrics",
+        "--param",
+        "snapshot_date=2025-08-12",
+        "-f",
+        "json",
+        "--config",
+        cfg,
+        "--db",
+        sqlite_url,
+    )
+    assert len(json.loads(out.stdout)) == 3
+    load = cli(
+        "load",
+        "facilities",
+        ML / "sample_facility_data.ndjson",
+        "--snapshot-date",
+        "2025-08-13",
+        "--db",
+        sqlite_url,
+    )
+    assert load.exit_code == 0, load.output
+    assert cli("run", "--config", cfg, "--db", sqlite_url, "--snapshot-date", "12/08/2025").exit_code == 2
 
 
 @pytest.mark.parametrize(("as_of", "within"), [("2025-08-10", 180), ("2025-01-01", 181), ("2026-01-01", 181)])

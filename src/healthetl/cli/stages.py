@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,25 @@ from healthetl.pipeline import run as run_mod
 from healthetl.pipeline import stages
 
 FAIL_ON = ("error", "warning", "never")
+SnapshotOption = Annotated[
+    str | None,
+    typer.Option(
+        "--snapshot-date",
+        help="Nested JSON: the snapshot date of records that carry none (no field, no date in the name).",
+        show_default=False,
+    ),
+]
+
+
+def _snapshot(value: str | None) -> str | None:
+    if value is not None:
+        from datetime import date
+
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise UsageError(f"--snapshot-date must be YYYY-MM-DD, not {value!r}") from None
+    return value
 
 
 def _output(out: str | None) -> str:
@@ -146,6 +166,7 @@ def load(
     force: Annotated[
         bool, typer.Option("--force", help="Load a file the raw layer already holds (same sha256) again.")
     ] = False,
+    snapshot_date: SnapshotOption = None,
 ) -> None:
     """Validate (incl. references, against the database) and load rows in one transaction."""
     if mode is not None and mode not in LOAD_MODES:
@@ -154,6 +175,8 @@ def load(
     ds = session.catalog.dataset(dataset)
     session = open_database(db, config, at_head=True)
     options, name = options_for(session.project, ds, pipeline)
+    if _snapshot(snapshot_date):
+        options = replace(options, snapshot_date=snapshot_date)
     result = stages.load(
         session.db,
         ds,
@@ -211,6 +234,7 @@ def run(
     force: Annotated[
         bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
     ] = False,
+    snapshot_date: SnapshotOption = None,
 ) -> None:
     """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
     if fail_on not in FAIL_ON:
@@ -227,6 +251,7 @@ def run(
             full_refresh=full_refresh,
             from_raw=from_raw,
             report_path=report,
+            snapshot_date=_snapshot(snapshot_date),
         )
     errors = warnings = 0
     for r in result.results:

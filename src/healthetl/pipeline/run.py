@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -69,6 +69,7 @@ def run(
     full_refresh: bool = False,
     from_raw: str | None = None,
     report_path: Path | None = None,
+    snapshot_date: str | None = None,
 ) -> RunResult:
     """Every selected pipeline, dependencies first. ``from_raw`` reprocesses the raw rows of
     one earlier run (its pipeline only) instead of reading the sources."""
@@ -76,6 +77,8 @@ def run(
     if from_raw is not None:
         selected = [_pipeline_of_run(engine, from_raw)]
     pipelines = plan(project, selected, catalog)
+    if snapshot_date is not None:  # --snapshot-date: for records that carry no date of their own
+        pipelines = [replace(p, options=replace(p.options, snapshot_date=snapshot_date)) for p in pipelines]
     result = RunResult()
     with engine.connect() as conn:
         ready = migrate.at_head(conn, catalog)
