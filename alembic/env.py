@@ -11,6 +11,7 @@ from alembic import context
 
 from healthetl.config import load_project, resolve_database_url
 from healthetl.db import engine as db_engine
+from healthetl.db.migrate import include_filters
 from healthetl.db.schema import metadata
 
 config = context.config
@@ -22,27 +23,11 @@ target_metadata = config.attributes.get("metadata", metadata)
 include_tables = config.attributes.get("include_tables")
 
 
-def include_name(name, type_, parent_names):  # type: ignore[no-untyped-def]
-    if type_ == "table" and include_tables is not None:
-        return name in include_tables
-    return True
-
-
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
-    if include_tables is None:
-        return True
-    if type_ == "table":
-        return name in include_tables
-    table = getattr(obj, "table", None)
-    return table is None or table.name in include_tables
-
-
 def _configure(connection) -> None:  # type: ignore[no-untyped-def]
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        include_name=include_name,
-        include_object=include_object,
+        **include_filters(include_tables),
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
         compare_server_default=False,

@@ -11,14 +11,12 @@ from __future__ import annotations
 import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthetl.db.schema import etl_runs, quarantine
-
-RunStatus = Literal["running", "succeeded", "failed"]
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -325,9 +325,6 @@ class CompiledDataset:
     #: reference checks that could not run (no database given)
     skipped: list[str]
 
-    def all_rules(self) -> list[Rule]:
-        return [*self.required_rules.values(), *self.rules.values()]
-
 
 def _severity(options: PipelineOptions, dataset: Dataset, column: Column | None, rule: str) -> Severity:
     """pipeline option (column.rule, then rule) > column declaration > dataset > error."""

@@ -188,14 +188,12 @@ def at_head(conn: sa.Connection, catalog: Catalog | None = None) -> bool:
     return heads <= applied and set(current) <= heads
 
 
-def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hint: str = "") -> None:
-    """Refuse to touch tables unless the database is migrated to head; say what to run."""
+def _ensure_migrated(engine: Engine, catalog: Catalog | None, hint: str) -> None:
+    """The database is at every head of these migrations; else say why and what to run."""
     with engine.connect() as conn:
         current = set(current_revisions(conn))
         ok = at_head(conn, catalog)
-    heads = set(head_revisions(catalog))
-    known = {r.revision for r in script(catalog).walk_revisions()}
-    unknown = current - known
+    unknown = current - {r.revision for r in script(catalog).walk_revisions()}
     if unknown:
         raise DatabaseError(
             f"{mask_url(engine.url)} has migration(s) {', '.join(sorted(unknown))} that this "
@@ -204,12 +202,15 @@ def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hi
             "its folder); a newer healthetl may also have written them",
         )
     if not ok:
-        where = mask_url(engine.url)
         state = ", ".join(sorted(current)) if current else "an empty (never migrated) database"
-        raise DatabaseError(
-            f"{where} is at {state}, not at head {', '.join(sorted(heads))}",
-            hint=f"run `healthetl db upgrade{db_flag_hint}`",
-        )
+        heads = ", ".join(sorted(head_revisions(catalog)))
+        raise DatabaseError(f"{mask_url(engine.url)} is at {state}, not at head {heads}", hint=hint)
+
+
+def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hint: str = "") -> None:
+    """Refuse to touch tables unless the database is migrated to head and the declared datasets
+    match their tables; say what to run."""
+    _ensure_migrated(engine, catalog, f"run `healthetl db upgrade{db_flag_hint}`")
     ensure_declarations_match(engine, catalog)
 
 
@@ -221,11 +222,7 @@ def declaration_drift(engine: Engine, catalog: Catalog | None) -> list[str]:
     with engine.connect() as conn:
         ctx = MigrationContext.configure(
             conn,
-            opts={
-                "compare_type": True,
-                "include_name": _include_name(include),
-                "include_object": _include_object(include),
-            },
+            opts={"compare_type": True, **include_filters(include)},
         )
         diffs = compare_metadata(ctx, catalog.metadata)
     return [_describe(d) for d in diffs]
@@ -249,7 +246,7 @@ def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
             "the project declares no datasets, so it has no tables to migrate",
             hint="declare one under [[datasets]] in healthetl.toml",
         )
-    ensure_at_head_revisions(engine, catalog)
+    _ensure_migrated(engine, catalog, "run `healthetl db upgrade` before generating a revision")
     if not declaration_drift(engine, catalog):
         raise UsageError("nothing to do: the declared datasets match the database")
     folder = catalog.project.migrations_dir
@@ -277,32 +274,22 @@ def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
     return Path(made[0].path)  # type: ignore[union-attr]
 
 
-def ensure_at_head_revisions(engine: Engine, catalog: Catalog) -> None:
-    with engine.connect() as conn:
-        current = set(current_revisions(conn))
-        ok = at_head(conn, catalog)
-    if not ok:
-        raise DatabaseError(
-            f"{mask_url(engine.url)} is not at head ({', '.join(sorted(current)) or 'empty'})",
-            hint="run `healthetl db upgrade` before generating a revision",
-        )
+def include_filters(include: set[str] | None) -> dict[str, Callable[..., bool]]:
+    """Alembic's include_name / include_object limiting comparison to ``include`` (None: all).
+    Used by env.py for revisions, and by ``declaration_drift``."""
 
-
-def _include_name(include: set[str]) -> Callable[[Any, str, Any], bool]:
     def include_name(name: Any, type_: str, parent_names: Any) -> bool:
-        return name in include if type_ == "table" else True
+        return include is None or type_ != "table" or name in include
 
-    return include_name
-
-
-def _include_object(include: set[str]) -> Callable[..., bool]:
     def include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if include is None:
+            return True
         if type_ == "table":
             return name in include
         table = getattr(obj, "table", None)
         return table is None or table.name in include
 
-    return include_object
+    return {"include_name": include_name, "include_object": include_object}
 
 
 def _describe(diff: Any) -> str:

@@ -156,6 +156,7 @@ etl_audit_log = sa.Table(
 )
 sa.Index("ix_etl_audit_log_run_id", etl_audit_log.c.run_id)
 
+# building these registers every table in `metadata` (what Alembic compares against)
 dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
 raw_tables = {name: t for name, ds in BUILTIN.items() if (t := raw_table_for(ds, metadata)) is not None}
 child_tables = {t.name: t for ds in BUILTIN.values() for t in nested_child_tables(ds, metadata)}

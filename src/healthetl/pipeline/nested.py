@@ -8,7 +8,6 @@ A load replaces exactly the snapshots it contains, in one transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -200,7 +199,3 @@ def _insert(
     conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], run_id: str
 ) -> None:
     bulk.insert_frame(conn, table.name, frame, columns, {"run_id": run_id})
-
-
-def duplicates_report(counts: NestedCounts) -> str:
-    return json.dumps(counts.duplicates[:20])
