@@ -206,3 +206,20 @@ def audit_log(
         q = q.where(t.c.pipeline == pipeline)
     with engine.connect() as conn:
         return [_row(r._mapping) for r in conn.execute(q)]
+
+
+def state_changes(engine: Engine, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Manual changes of pipeline state (set, reset, import), newest first, times in UTC."""
+    from healthetl.db.schema import state_audit as t
+
+    q = sa.select(t).order_by(t.c.id.desc())
+    if pipeline:
+        q = q.where(t.c.pipeline == pipeline)
+    with engine.connect() as conn:
+        return [
+            {
+                k: (v if v.tzinfo else v.replace(tzinfo=UTC)).isoformat() if isinstance(v, datetime) else v
+                for k, v in r._mapping.items()
+            }
+            for r in conn.execute(q)
+        ]

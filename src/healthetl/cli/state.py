@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
 from healthetl import state as ledger
@@ -192,17 +191,8 @@ def audit(
 ) -> None:
     """Every manual change of state (set, reset, import) with the previous value."""
     check_format(fmt)
-    from healthetl.db.schema import state_audit as t
-
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    q = sa.select(t).order_by(t.c.id.desc())
-    if pipeline:
-        q = q.where(t.c.pipeline == pipeline)
-    with engine.connect() as conn:
-        rows = [
-            {k: _iso(layers.as_utc(v)) if isinstance(v, datetime) else v for k, v in r._mapping.items()}
-            for r in conn.execute(q)
-        ]
+    rows = ledger.state_changes(engine, pipeline)
     cols = ["at", "pipeline", "action", "previous_watermark", "new_watermark", "detail"]
     render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 

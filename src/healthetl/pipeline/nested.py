@@ -180,22 +180,16 @@ def _load_batch(
     )
     counts.rows_quarantined += len(rejected)
     counts.rows_loaded += len(clean_parent)
-    _insert(conn, catalog.metadata.tables[dataset.table], clean_parent, dataset.column_names, run_id)
+    bulk.insert_frame(conn, dataset.table, clean_parent, dataset.column_names, {"run_id": run_id})
     for child, _ancestors, child_validator in children:
         rows = child_clean[child.table]
         if rows.empty:
             continue
         rows = rows[~rows[RECORD].isin(rejected)]
         cols = child_validator.dataset.column_names
-        _insert(conn, catalog.metadata.tables[child.table], rows, cols, run_id)
+        bulk.insert_frame(conn, child.table, rows, cols, {"run_id": run_id})
         counts.child_rows[child.table] = counts.child_rows.get(child.table, 0) + len(rows)
     if not all_failures.empty:
         bulk.write_quarantine(conn, all_failures, run_id=run_id, dataset=dataset.name)
     for extra in failures[1:]:  # the parent's own failures are already in its summary
         summary.add_failures(extra)
-
-
-def _insert(
-    conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, columns: list[str], run_id: str
-) -> None:
-    bulk.insert_frame(conn, table.name, frame, columns, {"run_id": run_id})

@@ -221,11 +221,7 @@ class Validator:
             )
         # a frame-level check is reported once per column of the row: keep one per row and rule
         out = pd.concat(parts, ignore_index=True).drop_duplicates(["_index", "column_name", "rule"])
-        rows = raw.loc[out["_index"]]
-        out["source_file"] = rows[SOURCE_FILE].to_numpy()
-        out["source_row"] = rows[SOURCE_ROW].to_numpy()
-        out["original"] = _original_json(raw, out["_index"])
-        out = out.sort_values(["source_row", "column_name", "rule"], kind="stable")
+        out = _with_lineage(out, raw).sort_values(["source_row", "column_name", "rule"], kind="stable")
         return out[[*FAILURE_COLUMNS, "_index"]].reset_index(drop=True)
 
     def _model_failures(self, raw: pd.DataFrame, std: pd.DataFrame) -> pd.DataFrame:
@@ -260,11 +256,7 @@ class Validator:
                 }
             )
         out = pd.DataFrame.from_records(records)
-        rows = raw.loc[out["_index"]]
-        out["source_file"] = rows[SOURCE_FILE].to_numpy()
-        out["source_row"] = rows[SOURCE_ROW].to_numpy()
-        out["original"] = _original_json(raw, out["_index"])
-        return out[[*FAILURE_COLUMNS, "_index"]]
+        return _with_lineage(out, raw)[[*FAILURE_COLUMNS, "_index"]]
 
     def _rule_for(self, case: Any) -> Rule:
         compiled = self.compiled
@@ -293,6 +285,15 @@ def _reasons(rule: Rule, values: pd.Series) -> list[str]:
         if text is None:
             text = cache[v] = rule.reason(v)
         out.append(text)
+    return out
+
+
+def _with_lineage(out: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """Failure records get the source file and row of their input row, and the row as received."""
+    rows = raw.loc[out["_index"]]
+    out["source_file"] = rows[SOURCE_FILE].to_numpy()
+    out["source_row"] = rows[SOURCE_ROW].to_numpy()
+    out["original"] = _original_json(raw, out["_index"])
     return out
 
 
