@@ -94,48 +94,35 @@ def run_healthetl(url: str, csv_path: str) -> dict[str, float]:
     }
 
 
-def run_raw_copy(url: str, csv_path: str) -> dict[str, float]:
+def _raw_copy(url: str, table: str, csv_path: str) -> dict[str, float]:
+    """COPY a CSV file's bytes as they are into ``table``: the database's own limit."""
     import psycopg
 
     dsn = url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(dsn) as conn:
-        conn.execute("TRUNCATE bench_copy")
+        conn.execute(f"TRUNCATE {table}")
         conn.commit()
         start = time.perf_counter()
         with conn.cursor() as cur, open(csv_path, "rb") as fh:
             with cur.copy(
-                "COPY bench_copy (booking_id, patient_id, doctor_id, booking_date, "
+                f"COPY {table} (booking_id, patient_id, doctor_id, booking_date, "
                 "status) FROM STDIN (FORMAT csv, HEADER true)"
             ) as copy:
                 while chunk := fh.read(1 << 20):
                     copy.write(chunk)
         conn.commit()
         seconds = time.perf_counter() - start
-        rows = conn.execute("SELECT COUNT(*) FROM bench_copy").fetchone()[0]  # type: ignore[index]
+        rows = conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # type: ignore[index]
     return {"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}
+
+
+def run_raw_copy(url: str, csv_path: str) -> dict[str, float]:
+    return _raw_copy(url, "bench_copy", csv_path)
 
 
 def run_raw_copy_typed(url: str, csv_path: str) -> dict[str, float]:
     """The rows healthetl accepts, COPYed raw into a twin of ``appointments`` (types, PK, FK)."""
-    import psycopg
-
-    clean = str(Path(csv_path).with_suffix(".clean.csv"))
-    dsn = url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
-        conn.execute("TRUNCATE bench_typed")
-        conn.commit()
-        start = time.perf_counter()
-        with conn.cursor() as cur, open(clean, "rb") as fh:
-            with cur.copy(
-                "COPY bench_typed (booking_id, patient_id, doctor_id, booking_date, "
-                "status) FROM STDIN (FORMAT csv, HEADER true)"
-            ) as copy:
-                while chunk := fh.read(1 << 20):
-                    copy.write(chunk)
-        conn.commit()
-        seconds = time.perf_counter() - start
-        rows = conn.execute("SELECT COUNT(*) FROM bench_typed").fetchone()[0]  # type: ignore[index]
-    return {"seconds": seconds, "rows": rows, "peak_mb": _peak_mb()}
+    return _raw_copy(url, "bench_typed", str(Path(csv_path).with_suffix(".clean.csv")))
 
 
 def run_to_sql(url: str, csv_path: str) -> dict[str, float]:

@@ -25,19 +25,11 @@ import sqlalchemy as sa
 
 from healthetl.db.engine import is_postgres
 from healthetl.db.schema import quarantine
+from healthetl.pipeline.failures import FAILURE_COLUMNS
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-QUARANTINE_COLUMNS = [
-    "run_id",
-    "dataset",
-    "source_file",
-    "source_row",
-    "column_name",
-    "rule",
-    "severity",
-    "reason",
-    "original",
-]
+#: the quarantine table's columns: a run and dataset, then a validation failure record
+QUARANTINE_COLUMNS = ["run_id", "dataset", *FAILURE_COLUMNS]
 
 
 def _quote(conn: sa.Connection, name: str) -> str:

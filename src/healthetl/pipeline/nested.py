@@ -21,7 +21,8 @@ from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatt
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
-from healthetl.pipeline.validate import FAILURE_COLUMNS, ValidationSummary, Validator
+from healthetl.pipeline.failures import FAILURE_COLUMNS
+from healthetl.pipeline.validate import ValidationSummary, Validator
 from healthetl.sources.json_records import Record, read_records
 
 BATCH = 5_000

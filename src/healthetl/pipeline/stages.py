@@ -158,7 +158,7 @@ def validate(
             if rejects_writer is not None and not batch.failures.empty:
                 rejects_writer.write(batch.failures.astype({"source_row": "int64"}))
         if rejects_writer is not None and rejects_writer.rows == 0:
-            from healthetl.pipeline.validate import FAILURE_COLUMNS
+            from healthetl.pipeline.failures import FAILURE_COLUMNS
 
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in FAILURE_COLUMNS})
             rejects_writer.write(empty.astype({"source_row": "int64"}))

@@ -27,17 +27,8 @@ from healthetl.datasets.spec import (
     typed_frame,
 )
 from healthetl.errors import DataContractError
+from healthetl.pipeline.failures import FAILURE_COLUMNS
 from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW
-
-FAILURE_COLUMNS = [
-    "source_file",
-    "source_row",
-    "column_name",
-    "rule",
-    "severity",
-    "reason",
-    "original",
-]
 
 
 @dataclass
