@@ -29,6 +29,7 @@ def _configure(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=target_metadata,
         **include_filters(include_tables),
         render_as_batch=connection.dialect.name == "sqlite",
+        process_revision_directives=config.attributes.get("process_revision_directives"),
         compare_type=True,
         compare_server_default=False,
     )

@@ -118,3 +118,29 @@ source = "data/doctors.xlsx"
         encoding="utf-8",
     )
     return folder / "healthetl.toml"
+
+
+APPOINTMENTS_HEADER = "booking_id,patient_id,doctor_id,booking_date,status\n"
+
+
+def appointments_csv(path: Path, rows: int, *, first: int = 1, bad_at: int | None = None) -> Path:
+    """A generated appointments CSV (doctor ids 100-104); ``bad_at``: a line with extra fields."""
+    lines = [f"{i},{i % 500},{100 + i % 5},2025-10-20,confirmed\n" for i in range(first, first + rows)]
+    if bad_at is not None:
+        lines.insert(bad_at - 1, "999999,1,100,2025-10-20,confirmed,extra,fields\n")
+    path.write_text(APPOINTMENTS_HEADER + "".join(lines), encoding="utf-8")
+    return path
+
+
+def scalar(url: str, sql: str) -> object:
+    """One value from a database, on a connection of its own."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        value = conn.execute(sa.text(sql)).scalar()
+    engine.dispose()
+    return value
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment for a healthetl subprocess: no database URL inherited."""
+    return {k: v for k, v in os.environ.items() if k != "HEALTHETL_DATABASE_URL"}

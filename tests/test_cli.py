@@ -39,6 +39,11 @@ COMMANDS = [
     ["dataset"],
     ["dataset", "list"],
     ["dataset", "show"],
+    ["quarantine"],
+    ["quarantine", "list"],
+    ["quarantine", "show"],
+    ["quarantine", "replay"],
+    ["quarantine", "resolve"],
 ]
 
 

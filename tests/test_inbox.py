@@ -93,3 +93,46 @@ def test_state_runs_tables_shows_the_audit_log(cli, tmp_path: Path, sqlite_url: 
     )
     assert [(r["table_name"], r["rows_processed"], r["inserted"]) for r in rows] == [("doctors", 2, 2)]
     assert rows[0]["started_at"] and rows[0]["finished_at"] and rows[0]["error"] is None
+
+
+def test_an_empty_inbox_is_nothing_to_do(cli, tmp_path: Path, sqlite_url: str) -> None:
+    cfg = _project(tmp_path)
+    result = cli("run", "--config", cfg, "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    assert "doctors: the inbox is empty, nothing to do" in result.output
+    # a pipeline that is not an inbox still says its file is missing
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "doctors"\ndataset = "doctors"\nsource = "inbox/doctors.csv"\n'
+    )
+    missing = cli("run", "--config", cfg, "--db", sqlite_url)
+    assert missing.exit_code == 3 and "doctors.csv: file not found" in missing.output
+
+
+def test_archive_paths_are_checked_and_symlinks_archived_as_files(
+    cli, tmp_path: Path, sqlite_url: str
+) -> None:
+    cfg = _project(tmp_path)
+    for archive in ("../../elsewhere/{date}", "inbox/{date}", "."):
+        cfg.write_text(
+            '[[pipelines]]\nname = "doctors"\ndataset = "doctors"\nsource = "inbox"\n'
+            f'mode = "merge"\narchive = "{archive}"\n'
+        )
+        result = cli("run", "--config", cfg, "--db", sqlite_url)
+        assert result.exit_code == 2, (archive, result.output)
+        assert "leaves the project folder" in result.output or "is the inbox" in result.output
+    # an archive inside the inbox is fine: its files are not read again
+    cfg.write_text(
+        '[[pipelines]]\nname = "doctors"\ndataset = "doctors"\nsource = "inbox"\n'
+        'mode = "merge"\narchive = "inbox/done/{date}"\n'
+    )
+    outside = _doctors(tmp_path / "delivered.csv", [(100, "Dr. Pérez", "Vein")])
+    (tmp_path / "inbox" / "doctors.csv").symlink_to(outside)
+    result = cli("run", "--config", cfg, "--db", sqlite_url)
+    assert result.exit_code == 0, result.output
+    archived = list((tmp_path / "inbox" / "done").rglob("*.csv"))
+    assert (
+        len(archived) == 1 and not archived[0].is_symlink() and archived[0].read_text() == outside.read_text()
+    )
+    assert outside.exists() and not (tmp_path / "inbox" / "doctors.csv").exists()
+    again = cli("run", "--config", cfg, "--db", sqlite_url)
+    assert again.exit_code == 0 and "the inbox is empty" in again.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import date, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,7 +40,9 @@ def as_arrow(s: pd.Series) -> pa.Array:
 
 
 def _series(arr: pa.Array, like: pd.Series) -> pd.Series:
-    return pd.Series(arr.to_pandas(types_mapper={pa.string(): like.dtype}.get), index=like.index)
+    """Arrow values back as a series on ``like``'s index (by position: never realigned by label)."""
+    values = arr.to_pandas(types_mapper={pa.string(): like.dtype}.get)
+    return pd.Series(values.array, index=like.index)
 
 
 def _rewrite_where_needed(arr: pa.Array, canonical: str, rewrite: Callable[[pa.Array], pa.Array]) -> pa.Array:
@@ -191,19 +194,53 @@ def is_timestamp(s: pd.Series) -> pd.Series:
     return s.str.fullmatch(TIMESTAMP_PATTERN).fillna(False).astype(bool)
 
 
-E164_PATTERN = r"\+[1-9][0-9]{7,14}"
+def _phone_region(country_code: str | None) -> str | None:
+    if not country_code:
+        return None
+    import phonenumbers
+
+    region = phonenumbers.region_code_for_country_code(int(country_code))
+    return None if region == phonenumbers.UNKNOWN_REGION else region
+
+
+def _canonical_phone(text: str, region: str | None) -> str | None:
+    """E.164 (with ``;ext=N`` for an extension) of a valid number, else None (libphonenumber's
+    metadata decides: length and assigned ranges per country)."""
+    import phonenumbers
+
+    value = text.strip()
+    if value.startswith("00"):
+        value = "+" + value[2:]
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(number):
+        return None
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return f"{e164};ext={number.extension}" if number.extension else e164
+
+
+def _per_distinct(s: pd.Series, fn: Callable[[str], Any]) -> pd.Series:
+    """``fn`` of each distinct value, spread back over the rows (costs the distinct count)."""
+    values = s.dropna().unique()
+    return s.map(dict(zip(values, (fn(str(v)) for v in values), strict=True)))
 
 
 def standardise_phone(s: pd.Series, country_code: str | None = None) -> pd.Series:
-    """E.164 where possible: '+234 801-234 5678' -> '+2348012345678'; '00' prefix -> '+';
-    a national number with a leading 0 -> the pipeline's country code. Otherwise unchanged."""
+    """E.164 for valid numbers, by Google's libphonenumber (``phonenumbers``): '+234 801-234
+    5678' -> '+2348012345678', '00' prefix -> '+', a national number ('0803 123 4567') read in
+    the pipeline's country, an extension kept as ';ext=4'. Anything else stays as received, and
+    the phone check reports it."""
     s = blank_to_na(s)
-    digits = s.str.replace(r"[\s().\-/]", "", regex=True)
-    digits = digits.str.replace(r"^00", "+", regex=True)
-    if country_code:
-        digits = digits.str.replace(r"^0(?=[1-9])", f"+{country_code}", regex=True)
-    ok = digits.str.fullmatch(E164_PATTERN).fillna(False)
-    return digits.where(ok, s)
+    region = _phone_region(country_code)
+    canonical = _per_distinct(s, lambda v: _canonical_phone(v, region))
+    return canonical.where(canonical.notna(), s).astype("str")
+
+
+def is_phone(s: pd.Series) -> pd.Series:
+    """True where the value is a valid number in the canonical form ``standardise_phone`` writes."""
+    return _per_distinct(s, lambda v: _canonical_phone(v, None) == v).fillna(False).astype(bool)
 
 
 def lookup_key(s: pd.Series) -> pd.Series:

@@ -21,6 +21,7 @@ DEFAULT_DATABASE_URL = "sqlite:///healthetl.db"
 DATABASE_ENV = "HEALTHETL_DATABASE_URL"
 LOAD_MODES = ("replace", "append", "merge")
 SEVERITIES = ("error", "warning")
+DRIFT_POLICIES = ("warn", "fail", "ignore")
 
 _PIPELINE_KEYS = {
     "name",
@@ -42,6 +43,9 @@ _PIPELINE_KEYS = {
     "archive",
     "phone_country_code",
     "datasets",
+    "delimiter",
+    "quote",
+    "drift",
 }
 _QUALITY_KEYS = {
     "required_null_rate",
@@ -76,6 +80,21 @@ class PipelineOptions:
     snapshot_date: str | None = None
     #: phone numbers with a national leading 0 get this country code (E.164)
     phone_country_code: str | None = None
+    #: CSV field separator (default: tab for .tsv, comma otherwise) and quote character
+    delimiter: str | None = None
+    quote: str = '"'
+    #: a source that sends undeclared columns, lacks declared optional ones, or whose declared
+    #: JSON paths match nothing: "warn" (reported), "fail" (nothing loaded, exit 1) or "ignore"
+    drift: str = "warn"
+
+
+def parse_delimiter(value: object, where: str) -> str:
+    """One character; ``tab`` and a written ``\\t`` mean a tab."""
+    text = str(value)
+    text = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ",", "pipe": "|"}.get(text.lower(), text)
+    if len(text) != 1 or text in ("\n", "\r"):
+        raise ConfigError(f'{where}: delimiter must be one character (e.g. ";" or "\\t"), not {value!r}')
+    return text
 
 
 SOURCE_SUFFIXES = (
@@ -116,6 +135,14 @@ class Pipeline:
         files = self.source_paths()
         return {ds: [f for f in files if fnmatch(f.name, pattern)] for ds, pattern in self.datasets.items()}
 
+    def archive_root(self) -> Path | None:
+        """The folder every archived file goes under (the archive path up to ``{date}``)."""
+        if not self.archive:
+            return None
+        head = self.archive.split("{date}", 1)[0].rstrip("/") or "."
+        folder = Path(head)
+        return (folder if folder.is_absolute() else self.base_dir / folder).resolve()
+
     def archive_dir(self, day: str) -> Path | None:
         if not self.archive:
             return None
@@ -129,8 +156,7 @@ class Pipeline:
         base = self.base_dir
         folder = Path(pattern) if Path(pattern).is_absolute() else base / pattern
         if folder.is_dir():
-            archive_root = self.archive_dir("x")
-            skip = archive_root.parent.resolve() if archive_root is not None else None
+            skip = self.archive_root()
             return sorted(
                 p
                 for p in folder.rglob("*")
@@ -157,6 +183,8 @@ class Project:
     pipelines: tuple[Pipeline, ...]
     #: the raw [[datasets]] tables; healthetl.datasets.declare turns them into datasets
     datasets: tuple[dict[str, Any], ...] = ()
+    #: PostgreSQL role `healthetl query` switches to (one that may only SELECT)
+    query_role: str | None = None
 
     @property
     def migrations_dir(self) -> Path:
@@ -228,10 +256,20 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
             _dt.date.fromisoformat(str(snapshot))
         except ValueError:
             raise ConfigError(f"{where}: snapshot_date must be YYYY-MM-DD") from None
+    delimiter = raw.get("delimiter")
+    quote = str(raw.get("quote", '"'))
+    if len(quote) != 1:
+        raise ConfigError(f"{where}: quote must be one character, not {quote!r}")
+    drift = str(raw.get("drift", "warn"))
+    if drift not in DRIFT_POLICIES:
+        raise ConfigError(f"{where}: drift must be one of {', '.join(DRIFT_POLICIES)}, not {drift!r}")
     country = raw.get("phone_country_code")
     if country is not None and not str(country).isdigit():
         raise ConfigError(f'{where}: phone_country_code must be digits, e.g. "234"')
     return PipelineOptions(
+        drift=drift,
+        delimiter=parse_delimiter(delimiter, where) if delimiter is not None else None,
+        quote=quote,
         phone_country_code=str(country) if country is not None else None,
         snapshot_date=str(snapshot) if snapshot is not None else None,
         cursor=raw.get("cursor"),
@@ -298,6 +336,8 @@ def load_project(config: Path | None = None) -> Project:
                 datasets={str(k): str(v) for k, v in datasets.items()},
             )
         )
+    for p in pipelines:
+        _check_archive(p, str(config))
     names = [p.name for p in pipelines]
     dupes = {n for n in names if names.count(n) > 1}
     if dupes:
@@ -305,12 +345,32 @@ def load_project(config: Path | None = None) -> Project:
     raw_datasets = data.get("datasets", [])
     if not isinstance(raw_datasets, list) or not all(isinstance(d, dict) for d in raw_datasets):
         raise ConfigError(f"{config}: [[datasets]] must be an array of tables")
+    role = db.get("query_role") if isinstance(db, dict) else None
     return Project(
+        query_role=str(role) if role else None,
         path=config.resolve(),
         database_url=url,
         pipelines=tuple(pipelines),
         datasets=tuple(raw_datasets),
     )
+
+
+def _check_archive(p: Pipeline, where: str) -> None:
+    """An archive stays inside the project, and is neither the inbox itself nor above it
+    (files would be excluded from every run, or archived into the inbox again forever)."""
+    root = p.archive_root()
+    if root is None:
+        return
+    base = p.base_dir.resolve()
+    if root != base and base not in root.parents:
+        raise ConfigError(f"{where}: pipeline {p.name}: archive {p.archive!r} leaves the project folder")
+    source = Path(p.source)
+    inbox = (source if source.is_absolute() else p.base_dir / source).resolve()
+    if root == inbox or root in inbox.parents:
+        raise ConfigError(
+            f"{where}: pipeline {p.name}: archive {p.archive!r} is the inbox {p.source!r} or holds it; "
+            'archive into a folder of its own, e.g. archive = "archive/{date}"'
+        )
 
 
 def _anchor_sqlite(url: str, base: Path) -> str:
@@ -321,6 +381,11 @@ def _anchor_sqlite(url: str, base: Path) -> str:
         if rest and rest != ":memory:" and not rest.startswith("file:"):
             return prefix + str(base / rest)
     return url
+
+
+def resolve_query_role(project: Project | None) -> str | None:
+    """HEALTHETL_QUERY_ROLE > [database] query_role > none."""
+    return os.environ.get("HEALTHETL_QUERY_ROLE") or (project.query_role if project else None)
 
 
 def resolve_database_url(flag: str | None, project: Project | None) -> str:

@@ -33,10 +33,19 @@ class RunCounts:
     rows_quarantined: int = 0
     duplicates_dropped: int = 0
     rows_warned: int = 0
+    #: a failed run: the valid rows its rolled-back transaction did not load
+    rows_rolled_back: int = 0
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.rows_loaded + self.rows_quarantined + self.duplicates_dropped
+        return self.rows_in == (
+            self.rows_loaded + self.rows_quarantined + self.duplicates_dropped + self.rows_rolled_back
+        )
+
+    def roll_back(self) -> None:
+        """After a rollback nothing was loaded: the rows that were not rejected were rolled back."""
+        self.rows_loaded = 0
+        self.rows_rolled_back = max(0, self.rows_in - self.rows_quarantined - self.duplicates_dropped)
 
 
 def start_run(
@@ -75,13 +84,13 @@ def finish_run(conn: sa.Connection, run_id: str, counts: RunCounts) -> None:
     )
 
 
-def fail_run(engine: Engine, run_id: str, error: str, counts: RunCounts | None = None) -> None:
+def fail_run(conn: sa.Connection, run_id: str, error: str, counts: RunCounts | None = None) -> None:
+    """After the load's rollback, in a transaction of its own: the run failed, with what it
+    counted (nothing loaded; quarantined rows kept; the rest rolled back)."""
     values: dict[str, Any] = {"status": "failed", "finished_at": datetime.now(UTC), "error": error}
     if counts is not None:
-        values["rows_in"] = counts.rows_in
-        values["rows_read"] = counts.rows_read
-    with engine.begin() as conn:
-        conn.execute(etl_runs.update().where(etl_runs.c.run_id == run_id).values(**values))
+        values.update(asdict(counts))
+    conn.execute(etl_runs.update().where(etl_runs.c.run_id == run_id).values(**values))
 
 
 def runs(

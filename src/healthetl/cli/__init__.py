@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from typing import Annotated, Any
 
 import typer
 from typer.core import TyperGroup
 
-from healthetl import __version__
-from healthetl.cli import db, project, query, render, stages, state
+from healthetl import __version__, interrupts
+from healthetl.cli import db, project, quarantine, query, render, stages, state
 from healthetl.errors import ExitCode, HealthetlError
 
 
@@ -34,6 +33,9 @@ class _Group(TyperGroup):
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except Exception as exc:  # a bug: say so in one line; --debug shows where
             _maybe_traceback(ctx)
+            if _connection_lost(exc):
+                render.error(f"the database connection failed: {_first(exc)}")
+                raise typer.Exit(int(ExitCode.RUNTIME)) from None
             first = (str(exc).strip().splitlines() or [""])[0]
             render.error(
                 f"unexpected {type(exc).__name__}: {first} "
@@ -42,10 +44,23 @@ class _Group(TyperGroup):
             raise typer.Exit(int(ExitCode.RUNTIME)) from None
 
 
+def _connection_lost(exc: Exception) -> bool:
+    """A server restart or a dropped connection outside a load: an outage, not a bug."""
+    import psycopg
+    import sqlalchemy.exc
+
+    return isinstance(exc, sqlalchemy.exc.OperationalError | psycopg.OperationalError)
+
+
+def _first(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
 def _maybe_traceback(ctx: typer.Context) -> None:
     root = ctx.find_root()
     if root.obj and root.obj.get("debug"):
-        traceback.print_exc(file=sys.stderr)
+        sys.stderr.write(render.traceback_text())
 
 
 app = typer.Typer(
@@ -88,7 +103,9 @@ app.command()(state.report)
 app.add_typer(db.app, name="db")
 app.add_typer(state.app, name="state")
 app.add_typer(project.dataset_app, name="dataset")
+app.add_typer(quarantine.app, name="quarantine")
 
 
 def main() -> None:
+    interrupts.install()  # SIGTERM ends a run like Ctrl-C: rolled back, recorded
     app()

@@ -9,7 +9,7 @@ import typer
 
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, FormatOption, check_format, open_project
-from healthetl.config import write_starter
+from healthetl.config import parse_delimiter, write_starter
 from healthetl.datasets import infer as inferring
 from healthetl.datasets.spec import _bound
 from healthetl.errors import UsageError
@@ -120,7 +120,9 @@ def show_dataset(
 
 @dataset_app.command("infer")
 def infer_dataset(
-    file: Annotated[str, typer.Argument(help="A sample file (csv, csv.gz, xlsx, parquet, ndjson).")],
+    file: Annotated[
+        str, typer.Argument(help="A sample file (csv, tsv, csv.gz, xlsx, parquet, ndjson, json).")
+    ],
     name: Annotated[
         str | None, typer.Option(help="Dataset name (default: from the file name).", show_default=False)
     ] = None,
@@ -130,12 +132,20 @@ def infer_dataset(
         Path | None, typer.Option("--output", "-o", help="Write the draft here.", show_default=False)
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="toml (a draft) | json (the profile)")] = "toml",
+    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            help="CSV field separator (default: tab for .tsv, comma otherwise).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Draft a declaration from a sample file, with a profile of nulls, ranges and values."""
     check_format(fmt, ("toml", "json"))
     if sample < 1:
         raise UsageError("--sample must be at least 1")
-    profile = inferring.infer(file, name=name, sample=sample, sheet=sheet)
+    sep = parse_delimiter(delimiter, "--delimiter") if delimiter is not None else None
+    profile = inferring.infer(file, name=name, sample=sample, sheet=sheet, encoding=encoding, delimiter=sep)
     text = inferring.to_toml(profile) if fmt == "toml" else profile.to_json() + "\n"
     if out is None:
         typer.echo(text, nl=False)
@@ -143,5 +153,5 @@ def infer_dataset(
         out.write_text(text, encoding="utf-8")
         render.info(
             f"wrote {out}: review it, paste it into healthetl.toml, then run "
-            '`healthetl db revision -m "add {profile.name}"`'
+            f'`healthetl db revision -m "add {profile.name}"`'
         )

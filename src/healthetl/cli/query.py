@@ -15,6 +15,7 @@ from healthetl.cli.common import (
     open_database,
     open_project,
 )
+from healthetl.config import resolve_query_role
 from healthetl.db.query import coerce_params, run_query
 from healthetl.errors import UsageError
 
@@ -74,5 +75,5 @@ def query(
     session = open_database(db, config, must_exist=True, at_head=True)
     if sql is None:
         text = q.sql_for(session.db.dialect.name)
-    result = run_query(session.db, text, values, types)
+    result = run_query(session.db, text, values, types, role=resolve_query_role(session.project))
     render.rows(result.columns, result.rows, fmt)

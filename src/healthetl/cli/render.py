@@ -15,22 +15,33 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from healthetl.db.engine import scrub
+
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("healthetl")
 
 
+def traceback_text() -> str:
+    """The current exception's traceback, passwords masked (for --debug)."""
+    import traceback
+
+    return scrub(traceback.format_exc())
+
+
 def error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {_escape(message)}")
+    err.print(f"[bold red]error:[/] {_escape(scrub(message))}")
 
 
 def info(message: str) -> None:
     """A status line on stderr (also written to the log file, if any)."""
+    message = scrub(message)
     log.info(message)
     if not _logging_to_stderr():
         err.print(_escape(message))
 
 
 def warn(message: str) -> None:
+    message = scrub(message)
     log.warning(message)
     if not _logging_to_stderr():
         err.print(f"[yellow]warning:[/] {_escape(message)}")

@@ -18,12 +18,45 @@ from healthetl.cli.common import (
     open_project,
     options_for,
 )
-from healthetl.config import LOAD_MODES, PipelineOptions
+from healthetl.config import LOAD_MODES, PipelineOptions, parse_delimiter
 from healthetl.errors import ExitCode, UsageError
 from healthetl.pipeline import run as run_mod
 from healthetl.pipeline import stages
 
 FAIL_ON = ("error", "warning", "never")
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option(
+        help="CSV field separator, e.g. ';' or '\\t' (default: tab for .tsv, comma otherwise; "
+        "a pipeline's `delimiter`).",
+        show_default=False,
+    ),
+]
+CsvSafeOption = Annotated[
+    bool,
+    typer.Option(
+        "--csv-safe",
+        help="CSV outputs for spreadsheets: prefix values a spreadsheet would run as a formula "
+        "(=, +, -, @) with '.",
+    ),
+]
+QuoteOption = Annotated[
+    str | None,
+    typer.Option(help="CSV quote character (default: a pipeline's `quote`, else \").", show_default=False),
+]
+
+
+def _reading(options: PipelineOptions, delimiter: str | None, quote: str | None) -> PipelineOptions:
+    """Command-line CSV settings over the pipeline's."""
+    if delimiter is not None:
+        options = replace(options, delimiter=parse_delimiter(delimiter, "--delimiter"))
+    if quote is not None:
+        if len(quote) != 1:
+            raise UsageError(f"--quote must be one character, not {quote!r}")
+        options = replace(options, quote=quote)
+    return options
+
+
 SnapshotOption = Annotated[
     str | None,
     typer.Option(
@@ -77,11 +110,26 @@ def extract(
         ),
     ] = None,
     sheet: Annotated[str | None, typer.Option(help="Excel sheet (default: the first).")] = None,
-    encoding: Annotated[str, typer.Option(help="Text encoding of a CSV file.")] = "utf-8",
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            help="Text encoding of a CSV file (default: the pipeline's, else utf-8).", show_default=False
+        ),
+    ] = None,
+    delimiter: DelimiterOption = None,
+    quote: QuoteOption = None,
+    config: ConfigOption = None,
+    pipeline: PipelineOption = None,
+    csv_safe: CsvSafeOption = False,
 ) -> None:
     """Read a source file as text, normalise column names, add source file and row number."""
-    open_project(None).catalog.dataset(dataset)
-    result = stages.extract(source, _output(out), PipelineOptions(sheet=sheet, encoding=encoding))
+    session = open_project(config)
+    ds = session.catalog.dataset(dataset)
+    options, _ = options_for(session.project, ds, pipeline, sheet)
+    if encoding is not None:
+        options = replace(options, encoding=encoding)
+    options = _reading(options, delimiter, quote)
+    result = stages.extract(source, _output(out), options, csv_safe=csv_safe)
     render.info(
         f"extract {dataset}: {result.rows} rows, {len(result.columns) - 2} columns "
         f"from {source} -> {'stdout' if result.output == '-' else result.output}"
@@ -116,6 +164,9 @@ def validate(
     db: DbOption = None,
     config: ConfigOption = None,
     pipeline: PipelineOption = None,
+    delimiter: DelimiterOption = None,
+    quote: QuoteOption = None,
+    csv_safe: CsvSafeOption = False,
 ) -> None:
     """Standardise and validate rows with the dataset's pandera rules. Exit 1 if data fails."""
     if fail_on not in FAIL_ON:
@@ -123,6 +174,7 @@ def validate(
     session = open_database(db, config, must_exist=True, at_head=True) if db else open_project(config)
     ds = session.catalog.dataset(dataset)
     options, _ = options_for(session.project, ds, pipeline)
+    options = _reading(options, delimiter, quote)
     result = stages.validate(
         ds,
         input,
@@ -132,6 +184,7 @@ def validate(
         report_path=report,
         engine=session.engine,
         catalog=session.catalog,
+        csv_safe=csv_safe,
     )
     s = result.summary
     render.info(
@@ -144,6 +197,8 @@ def validate(
         )
     for skipped in s.skipped_checks:
         render.info(f"  skipped reference check {skipped} (give --db to check it)")
+    for drift in s.drift:
+        render.warn(f"  drift: {drift.describe()}")
     raise typer.Exit(_fail_code(s.errors, s.warnings, fail_on))
 
 
@@ -167,6 +222,16 @@ def load(
         bool, typer.Option("--force", help="Load a file the raw layer already holds (same sha256) again.")
     ] = False,
     snapshot_date: SnapshotOption = None,
+    rejects: Annotated[
+        str | None,
+        typer.Option(
+            help="The rejects file `validate --rejects` wrote for this input: its rows are "
+            "quarantined and counted by this run, so rows_in equals the source file's rows.",
+            show_default=False,
+        ),
+    ] = None,
+    delimiter: DelimiterOption = None,
+    quote: QuoteOption = None,
 ) -> None:
     """Validate (incl. references, against the database) and load rows in one transaction."""
     if mode is not None and mode not in LOAD_MODES:
@@ -175,12 +240,16 @@ def load(
     ds = session.catalog.dataset(dataset)
     session = open_database(db, config, at_head=True)
     options, name = options_for(session.project, ds, pipeline)
+    options = _reading(options, delimiter, quote)
     if _snapshot(snapshot_date):
         options = replace(options, snapshot_date=snapshot_date)
+    sources = [stages.Source(path=input)]
+    if rejects is not None:
+        sources.append(stages.Source(rejects=rejects))
     result = stages.load(
         session.db,
         ds,
-        [input],
+        sources,
         options,
         mode=mode,
         pipeline=name,
@@ -253,6 +322,8 @@ def run(
             report_path=report,
             snapshot_date=_snapshot(snapshot_date),
         )
+    for name in result.idle:
+        render.info(f"{name}: the inbox is empty, nothing to do")
     errors = warnings = 0
     for r in result.results:
         _summarise(r)
@@ -272,8 +343,12 @@ def _summarise(r: stages.LoadResult) -> None:
     for path, run_id in r.skipped_files:
         render.info(f"{r.pipeline}: skipped {path}: already loaded by run {run_id} (--force loads it again)")
     for check in r.checks:
-        if not check.passed:
-            what = check.check + (f"({check.column})" if check.column else "")
-            render.warn(f"{r.pipeline}: {check.severity} {what}: {check.observed:g} > {check.threshold:g}")
+        if check.passed:
+            continue
+        if check.check.startswith("drift_"):
+            render.warn(f"{r.pipeline}: drift: {check.detail}")
+            continue
+        what = check.check + (f"({check.column})" if check.column else "")
+        render.warn(f"{r.pipeline}: {check.severity} {what}: {check.observed:g} > {check.threshold:g}")
     if r.watermark is not None:
         render.info(f"{r.pipeline}: watermark {r.watermark.isoformat()}")

@@ -29,6 +29,7 @@ RUN_COLUMNS = [
     "rows_loaded",
     "rows_quarantined",
     "duplicates_dropped",
+    "rows_rolled_back",
     "error",
 ]
 TABLE_COLUMNS = [
@@ -40,6 +41,7 @@ TABLE_COLUMNS = [
     "rows_loaded",
     "rows_quarantined",
     "duplicates_dropped",
+    "rows_rolled_back",
     "error",
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Show what would change; change nothing.")]

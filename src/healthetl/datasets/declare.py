@@ -38,6 +38,7 @@ _DATASET_KEYS = {
     "quality",
     "generated_id",
     "lookups",
+    "unused_columns",
     "nested",
 }
 _COLUMN_KEYS = {
@@ -124,6 +125,9 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
     if generated is not None and not pk:
         raise ConfigError(f"{here}: generated_id needs a primary_key (the natural key)")
     lookups = tuple(_lookup(lk, here, names) for lk in raw.get("lookups", []))
+    unused = raw.get("unused_columns", [])
+    if not isinstance(unused, list) or not all(isinstance(u, str) for u in unused):
+        raise ConfigError(f"{here}: unused_columns must be a list of source column names")
     nested = _nested(raw["nested"], here, names) if raw.get("nested") else None
     quality_raw = raw.get("quality", {})
     try:
@@ -152,6 +156,7 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         generated_id=generated,
         lookups=lookups,
         nested=nested,
+        unused=tuple(unused),
     )
 
 

@@ -21,12 +21,26 @@ from healthetl.sources import LINEAGE, read_frames
 
 IDENTIFYING_NAMES = re.compile(
     r"(patient|person|name|phone|mobile|email|address|street|birth|dob|ssn|mrn|nhs|passport|"
-    r"insurance|first|last|surname)",
+    r"insurance|first|last|surname"
+    # the same in the languages health exports arrive in most (pt, es, fr, de, it, nl)
+    r"|nome|sobrenome|paciente|cpf|cns|telefone|celular|endereco|endereço|nascimento|"
+    r"nombre|apellido|dni|nie|curp|rut|telefono|teléfono|direccion|dirección|domicilio|nacimiento|"
+    r"prenom|prénom|adresse|naissance|nir|secu|"
+    r"vorname|nachname|geburt|anschrift|strasse|straße|telefon|versicherten|"
+    r"cognome|codice_fiscale|indirizzo|nascita|"
+    r"naam|achternaam|bsn|geboorte|adres)",
+    re.I,
+)
+#: values that identify a person whatever the column is called: e-mail addresses, phone
+#: numbers written with a +country code, Brazilian CPF, US SSN
+IDENTIFYING_VALUES = re.compile(
+    r"[^@\s]+@[^@\s]+\.[a-z]{2,}|\+\d[\d\s().-]{7,}|\d{3}\.\d{3}\.\d{3}-\d{2}|\d{3}-\d{2}-\d{4}",
     re.I,
 )
 #: codes that look numeric but are identifiers with a fixed width: never numbers
 CODE_NAMES = re.compile(r"(zip|postal|postcode|phone|fax|npi|ccn|code$)", re.I)
 MAX_SHOWN_DISTINCT = 12
+_SCIENTIFIC = "scientific notation in"
 SAFE_INTEGER_DIGITS = 15
 
 
@@ -41,6 +55,8 @@ class ColumnProfile:
     identifying: bool
     minimum: str | None = None
     maximum: str | None = None
+    #: a drafted pattern, e.g. digits only for ids some of which a spreadsheet wrote as 9.4E+09
+    pattern: str | None = None
     values: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     #: markers of a missing value found in a numeric column, e.g. "Not Available"
@@ -58,6 +74,12 @@ class Profile:
     rows_sampled: int
     columns: list[ColumnProfile]
     primary_key: list[str]
+    #: rows in the whole file (counted by streaming it): the profile covers rows_sampled of them
+    rows_total: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        return self.rows_sampled < self.rows_total
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=str)
@@ -70,9 +92,13 @@ def infer(
     sample: int = 50_000,
     sheet: str | None = None,
     encoding: str = "utf-8",
+    delimiter: str | None = None,
 ) -> Profile:
-    frames = read_frames(path, chunk_size=min(sample, 100_000), sheet=sheet, encoding=encoding)
+    frames = read_frames(
+        path, chunk_size=min(sample, 100_000), sheet=sheet, encoding=encoding, delimiter=delimiter
+    )
     parts = list(islice(frames, max(1, -(-sample // 100_000))))
+    total = sum(len(p) for p in parts) + sum(len(rest) for rest in frames)  # the rest, streamed
     frame = pd.concat(parts, ignore_index=True).head(sample)
     frame = frame[[c for c in frame.columns if c not in LINEAGE]]
     dataset = name or re.sub(r"[^a-z0-9_]+", "_", Path(path).name.split(".")[0].lower()).strip("_")
@@ -82,7 +108,7 @@ def infer(
         for c in columns
         if c.name.endswith("id") and c.distinct == len(frame) and c.nulls == 0 and len(frame)
     ][:1]
-    return Profile(path, dataset or "dataset", len(frame), columns, pk)
+    return Profile(path, dataset or "dataset", len(frame), columns, pk, total)
 
 
 def _profile(name: str, raw: pd.Series) -> ColumnProfile:
@@ -91,7 +117,15 @@ def _profile(name: str, raw: pd.Series) -> ColumnProfile:
     rows, nulls = len(s), int(s.isna().sum())
     distinct = int(present.nunique())
     identifying = bool(IDENTIFYING_NAMES.search(name))
+    if not identifying and len(present):
+        sample = present.head(1000)
+        looks = sample.str.fullmatch(IDENTIFYING_VALUES.pattern, case=False).fillna(False)
+        identifying = bool(looks.mean() > 0.5)
     ctype, notes = _type_of(present)
+    pattern = None
+    if ctype == "text" and any(n.startswith(_SCIENTIFIC) for n in notes):
+        pattern = r"[0-9]+"
+        notes.append(f"drafted pattern {pattern} quarantines them")
     markers: list[str] = []
     if ctype == "text":
         ctype, markers = _numeric_with_markers(present, ctype)
@@ -113,6 +147,7 @@ def _profile(name: str, raw: pd.Series) -> ColumnProfile:
         identifying,
         notes=notes,
         missing_markers=markers,
+        pattern=pattern,
     )
     id_like = name.endswith("id") or distinct > 0.5 * max(1, len(present))
     if ctype in ("integer", "float") and len(present) and not identifying and not id_like:
@@ -162,8 +197,8 @@ def _type_of(s: pd.Series) -> tuple[str, list[str]]:
         digits = s[integer].str.lstrip("+-")
         if bool(scientific.any()):
             notes.append(
-                f"{int(scientific.sum())} value(s) in scientific notation (spreadsheet "
-                "damage?): kept as text so no identifier is rounded"
+                f"{_SCIENTIFIC} {int(scientific.sum())} value(s) (a spreadsheet's rendering of a "
+                "long id?): an id is never rounded back from one"
             )
         if bool((digits.str.len() > 1).any() and digits.str.match(r"0\d").any()):
             notes.append("values with leading zeros: kept as text (leading zeros are part of an id)")
@@ -189,8 +224,15 @@ def _type_of(s: pd.Series) -> tuple[str, list[str]]:
 
 def to_toml(profile: Profile) -> str:
     """The draft declaration, with the profile as comments."""
+    if profile.sampled:
+        scope = (
+            f"the first {profile.rows_sampled:,} of its {profile.rows_total:,} rows; the counts "
+            "below are of that sample"
+        )
+    else:
+        scope = f"all {profile.rows_sampled:,} rows"
     lines = [
-        f"# Draft declaration inferred from {profile.source} ({profile.rows_sampled:,} rows sampled).",
+        f"# Draft declaration inferred from {profile.source} ({scope}).",
         "# Review every line: types, required fields, keys and allowed values are guesses.",
         "",
         "[[datasets]]",
@@ -210,12 +252,15 @@ def to_toml(profile: Profile) -> str:
             fields.append("identifying = true")
         if c.values and c.type == "text":
             fields.append(f"allowed = {json.dumps(c.values, ensure_ascii=False)}")
+        if c.pattern:
+            fields.append(f"pattern = {json.dumps(c.pattern)}")
         if c.type in ("integer", "float") and c.minimum is not None and float(c.minimum) >= 0:
             fields.append("min = 0")
         if c.missing_markers:
             pairs = ", ".join(f'{json.dumps(m)} = ""' for m in c.missing_markers)
             fields.append(f"map = {{ {pairs} }}")
-        comment = [f"nulls {c.null_rate:.1%}", f"{c.distinct:,} distinct"]
+        where = "in the sample: " if profile.sampled else ""
+        comment = [f"{where}nulls {c.null_rate:.1%}", f"{c.distinct:,} distinct"]
         if c.minimum is not None:
             comment.append(f"observed {c.minimum} .. {c.maximum}")
         if c.values and c.type != "text":

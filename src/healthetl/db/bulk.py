@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from healthetl.db.engine import is_postgres
 from healthetl.db.schema import quarantine
-from healthetl.pipeline.failures import FAILURE_COLUMNS
+from healthetl.pipeline.failures import FAILURE_COLUMNS, FailureSpool
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 #: the quarantine table's columns: a run and dataset, then a validation failure record
@@ -34,6 +34,28 @@ QUARANTINE_COLUMNS = ["run_id", "dataset", *FAILURE_COLUMNS]
 
 def _quote(conn: sa.Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
+
+
+def lock_related(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
+    """PostgreSQL: before touching anything, lock the tables a load writes and every table
+    related to them by a foreign key, all at once and in one global order (advisory locks by
+    name), so loads of related datasets queue instead of deadlocking (a parent's commit checking
+    its children while a child's load alters its keys). SQLite has one writer anyway."""
+    if not is_postgres(conn):
+        return
+    names = set()
+    for table in tables:
+        names.add(table.name)
+        names |= {fk.column.table.name for fk in table.foreign_keys}
+        names |= {
+            other.name
+            for other in table.metadata.tables.values()
+            if any(fk.column.table.name == table.name for fk in other.foreign_keys)
+        }
+    for name in sorted(names):
+        conn.exec_driver_sql(
+            "SELECT pg_advisory_xact_lock(hashtext(%(t)s))", {"t": f"healthetl-table:{name}"}
+        )
 
 
 def is_referenced(table: sa.Table) -> bool:
@@ -147,8 +169,10 @@ class TableWriter:
         dataset: str,
         key: Sequence[str],
         dedupe_order: Sequence[str] = (),
+        spool: FailureSpool | None = None,
     ) -> None:
         self.conn = conn
+        self.spool = spool
         self.table = table
         self.columns = [*columns, "run_id"]
         self.mode = mode
@@ -353,6 +377,8 @@ class TableWriter:
         self.conn.exec_driver_sql(sql, list(data.itertuples(index=False, name=None)))
 
     def _quarantine(self, failures: pd.DataFrame) -> None:
+        if self.spool is not None:
+            self.spool.add(self.dataset, failures)
         frame = failures.assign(
             source_row=failures["source_row"].astype("int64").astype("str"),
         )
@@ -412,8 +438,21 @@ class RawWriter:
         self.rows += len(frame)
 
 
-def write_quarantine(conn: sa.Connection, failures: pd.DataFrame, *, run_id: str, dataset: str) -> None:
+def write_quarantine(
+    conn: sa.Connection,
+    failures: pd.DataFrame,
+    *,
+    run_id: str,
+    dataset: str,
+    spool: FailureSpool | None = None,
+) -> None:
     if failures.empty:
+        return
+    if spool is not None:
+        spool.add(dataset, failures)
+    if is_postgres(conn):
+        frame = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
+        insert_frame(conn, "quarantine", frame, FAILURE_COLUMNS, {"run_id": run_id, "dataset": dataset})
         return
     records: list[dict[str, Any]] = failures.astype(object).where(failures.notna(), None).to_dict("records")
     for rec in records:

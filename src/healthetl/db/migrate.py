@@ -97,8 +97,71 @@ def current_revisions(conn: sa.Connection) -> tuple[str, ...]:
 def upgrade(
     engine: Engine, revision: str = "heads", catalog: Catalog | None = None
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Upgrade; returns (revisions before, revisions after)."""
+    """Upgrade; returns (revisions before, revisions after). Rows that would break a declared
+    key, unique constraint or reference are counted first: the upgrade is then refused with
+    nothing changed, instead of failing half-way."""
+    if catalog is not None and catalog.project_tables:
+        with engine.connect() as conn:
+            broken = constraint_violations(conn, catalog.metadata, catalog.project_tables)
+        if broken:
+            raise DatabaseError(
+                "cannot migrate, nothing was changed: existing rows break declared constraints: "
+                + "; ".join(broken),
+                hint="fix or remove those rows (see `healthetl query --sql`), or change the "
+                "declaration, then run `healthetl db upgrade` again",
+            )
     return _run(engine, lambda cfg: command.upgrade(cfg, revision), revision, catalog)
+
+
+def constraint_violations(conn: sa.Connection, metadata: sa.MetaData, include: set[str]) -> list[str]:
+    """For each declared primary key, unique constraint and reference of the existing tables in
+    ``include``: how many stored rows would break it (only the failing ones are listed)."""
+    inspector = sa.inspect(conn)
+    tables = set(inspector.get_table_names())
+    q = conn.dialect.identifier_preparer.quote
+    out: list[str] = []
+    for name in sorted(include & tables):
+        table = metadata.tables[name]
+        have = {c["name"] for c in inspector.get_columns(name)}
+        keys: list[tuple[str, list[str]]] = []
+        if table.primary_key.columns:
+            keys.append(
+                (str(table.primary_key.name or f"pk_{name}"), [c.name for c in table.primary_key.columns])
+            )
+        for uc in table.constraints:
+            if isinstance(uc, sa.UniqueConstraint):
+                keys.append((str(uc.name), [c.name for c in uc.columns]))
+        for cname, cols in keys:
+            if not set(cols) <= have:
+                continue
+            listed = ", ".join(q(c) for c in cols)
+            filled = " AND ".join(f"{q(c)} IS NOT NULL" for c in cols)
+            dupes = conn.exec_driver_sql(
+                f"SELECT COUNT(*), COALESCE(SUM(n), 0) FROM (SELECT COUNT(*) AS n FROM {q(name)} "
+                f"WHERE {filled} GROUP BY {listed} HAVING COUNT(*) > 1) d"
+            ).one()
+            if dupes[0]:
+                out.append(f"{name}.{cname} ({', '.join(cols)}): {dupes[0]} value(s) held by {dupes[1]} rows")
+        for fk in table.foreign_key_constraints:
+            cols = [c.name for c in fk.columns]
+            target = fk.referred_table.name
+            target_cols = [e.column.name for e in fk.elements]
+            if not set(cols) <= have or target not in tables:
+                continue
+            if not set(target_cols) <= {c["name"] for c in inspector.get_columns(target)}:
+                continue
+            match = " AND ".join(f"p.{q(t)} = c.{q(s)}" for s, t in zip(cols, target_cols, strict=True))
+            filled = " AND ".join(f"c.{q(s)} IS NOT NULL" for s in cols)
+            orphans = conn.exec_driver_sql(
+                f"SELECT COUNT(*) FROM {q(name)} c WHERE {filled} "
+                f"AND NOT EXISTS (SELECT 1 FROM {q(target)} p WHERE {match})"
+            ).scalar_one()
+            if orphans:
+                out.append(
+                    f"{name}.{fk.name} ({', '.join(cols)} -> {target}.{', '.join(target_cols)}): "
+                    f"{orphans} rows without a match"
+                )
+    return out
 
 
 def downgrade(
@@ -113,14 +176,22 @@ def _run(
     sqlite = engine.dialect.name == "sqlite"
     try:
         with engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            saved = None
             if sqlite:
-                # SQLite rebuilds tables to alter them (batch mode): referenced rows must not
-                # trip foreign keys while a table is copied; the pragma only works outside a
-                # transaction, and is checked again below
-                conn.exec_driver_sql("PRAGMA foreign_keys = OFF")
-                conn.commit()
+                # Python's sqlite3 commits DDL as it goes unless it is told not to manage
+                # transactions: take them over, so a failed migration (SQLite rebuilds a table
+                # to alter it) rolls back whole instead of leaving `_alembic_tmp_*` behind.
+                # Foreign keys are off while tables are copied (the pragma only works outside
+                # a transaction) and checked before the commit.
+                assert raw is not None
+                saved = raw.isolation_level
+                raw.isolation_level = None
+                raw.execute("PRAGMA foreign_keys = OFF")
             try:
                 with conn.begin():
+                    if sqlite:
+                        conn.exec_driver_sql("BEGIN")
                     before = current_revisions(conn)
                     action(alembic_config(conn, catalog))
                     after = current_revisions(conn)
@@ -128,10 +199,17 @@ def _run(
                         raise DatabaseError("the migration left rows with broken references; rolled back")
             finally:
                 if sqlite:
-                    conn.exec_driver_sql("PRAGMA foreign_keys = ON")
-                    conn.commit()
+                    assert raw is not None
+                    raw.execute("PRAGMA foreign_keys = ON")
+                    raw.isolation_level = saved
     except CommandError as exc:
         raise UsageError(f"alembic: {first_line(exc)} (revision {revision!r})") from None
+    except sa.exc.IntegrityError as exc:
+        raise DatabaseError(
+            f"the migration breaks a constraint on existing rows and was rolled back, nothing was "
+            f"changed: {first_line(exc.orig or exc)}",
+            hint="fix or remove those rows, then run `healthetl db upgrade` again",
+        ) from None
     except sa.exc.OperationalError as exc:
         raise DatabaseError(f"{mask_url(engine.url)}: {first_line(exc.orig or exc)}") from None
     return before, after
@@ -225,7 +303,67 @@ def declaration_drift(engine: Engine, catalog: Catalog | None) -> list[str]:
             opts={"compare_type": True, **include_filters(include)},
         )
         diffs = compare_metadata(ctx, catalog.metadata)
-    return [_describe(d) for d in diffs]
+        keys = primary_key_changes(conn, catalog.metadata, include)
+    return [_describe(d) for d in diffs] + [
+        f"primary key of {table} changed ({', '.join(old) or 'none'} -> {', '.join(new) or 'none'})"
+        for table, old, new, _ in keys
+    ]
+
+
+def primary_key_changes(
+    conn: sa.Connection, metadata: sa.MetaData, include: set[str]
+) -> list[tuple[str, list[str], list[str], str | None]]:
+    """(table, columns in the database, declared columns, the database's constraint name) where
+    a table's primary key differs:
+    Alembic's autogenerate does not compare primary keys, so healthetl does."""
+    inspector = sa.inspect(conn)
+    existing = set(inspector.get_table_names())
+    out = []
+    for name in sorted(include & existing):
+        declared = [c.name for c in metadata.tables[name].primary_key.columns]
+        pk = inspector.get_pk_constraint(name)
+        found = list(pk.get("constrained_columns") or [])
+        if declared != found:
+            out.append((name, found, declared, pk.get("name")))
+    return out
+
+
+def _render_create_primary_key(autogen_context: Any, op: Any) -> str:
+    """Alembic renders no CreatePrimaryKeyOp (it never autogenerates one); healthetl does."""
+    columns = list(op.columns)
+    if getattr(autogen_context, "_has_batch", False):
+        return f"batch_op.create_primary_key({op.constraint_name!r}, {columns!r})"
+    return f"op.create_primary_key({op.constraint_name!r}, {op.table_name!r}, {columns!r})"
+
+
+def _register_renderers() -> None:
+    from alembic.autogenerate import renderers
+    from alembic.operations import ops
+
+    renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(_render_create_primary_key)
+
+
+def _primary_key_directives(context: Any, revision: Any, directives: list[Any]) -> None:
+    """Alembic hook for `db revision`: write the primary-key changes autogenerate misses."""
+    from alembic.operations import ops
+
+    include = context.config.attributes.get("include_tables") or set()
+    metadata = context.config.attributes.get("metadata")
+    if not directives or metadata is None:
+        return
+    script = directives[0]
+    for table, old, new, old_name in primary_key_changes(context.connection, metadata, include):
+        name = str(metadata.tables[table].primary_key.name or f"pk_{table}")
+        up: list[Any] = []
+        down: list[Any] = []
+        if old:
+            up.append(ops.DropConstraintOp(old_name or f"pk_{table}", table, type_="primary"))
+            down.append(ops.CreatePrimaryKeyOp(old_name or f"pk_{table}", table, old))
+        if new:
+            up.append(ops.CreatePrimaryKeyOp(name, table, new))
+            down.insert(0, ops.DropConstraintOp(name, table, type_="primary"))
+        script.upgrade_ops.ops.append(ops.ModifyTableOps(table, up))
+        script.downgrade_ops.ops.insert(0, ops.ModifyTableOps(table, down))
 
 
 def ensure_declarations_match(engine: Engine, catalog: Catalog | None) -> None:
@@ -257,6 +395,8 @@ def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
             cfg = alembic_config(
                 conn, catalog, include_tables=catalog.project_tables, create_project_dir=True
             )
+            cfg.attributes["process_revision_directives"] = _primary_key_directives
+            _register_renderers()
             kwargs: dict[str, Any] = (
                 {"head": f"{PROJECT_BRANCH}@head"}
                 if existing
@@ -306,4 +446,15 @@ def _describe(diff: Any) -> str:
         return f"column {diff[2]}.{diff[3].name} is no longer declared"
     if kind.startswith("modify_"):
         return f"column {diff[2]}.{diff[3]} changed ({kind[7:]})"
-    return str(kind).replace("_", " ")
+    obj = diff[1]
+    table = getattr(getattr(obj, "table", None), "name", "?")
+    cols = ", ".join(c.name for c in getattr(obj, "columns", []))
+    what = {
+        "add_fk": "new reference",
+        "remove_fk": "reference removed",
+        "add_constraint": "new unique constraint",
+        "remove_constraint": "unique constraint removed",
+        "add_index": "new index",
+        "remove_index": "index removed",
+    }.get(kind, str(kind).replace("_", " "))
+    return f"{what} on {table} ({cols})" if cols else f"{what} on {table}"

@@ -1,8 +1,10 @@
 """Read-only queries with bound parameters.
 
-Every query runs in a read-only transaction (``SET TRANSACTION READ ONLY`` on PostgreSQL,
-``PRAGMA query_only`` on SQLite) and as a single statement, so a write is refused by the
-database itself, whatever the SQL says. Parameters are bound, never formatted into SQL.
+Defence in depth: the statement is judged first (:mod:`healthetl.db.sqlguard`: one query, no
+writes, no functions with side effects); it then runs in a read-only transaction (``SET
+TRANSACTION READ ONLY`` on PostgreSQL, optionally under a SELECT-only role; ``PRAGMA
+query_only`` and an authorizer on SQLite) as a single prepared statement. Parameters are bound,
+never formatted into SQL.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from healthetl.datasets.spec import Param
 from healthetl.db.engine import first_line, is_postgres
+from healthetl.db.sqlguard import check_read_only, sqlite_authorizer
 from healthetl.errors import DatabaseError, UsageError
 
 _PARAM_TYPES: dict[str, Any] = {"integer": sa.BigInteger, "text": sa.Text, "date": sa.Date}
@@ -65,7 +68,11 @@ def run_query(
     sql: str,
     params: Mapping[str, Any] | None = None,
     types: Mapping[str, str] | None = None,
+    *,
+    role: str | None = None,
 ) -> QueryResult:
+    """``role``: PostgreSQL role to switch to for the query (one that may only SELECT)."""
+    check_read_only(sql, "postgres" if is_postgres(engine) else "sqlite")
     params = dict(params or {})
     stmt = sa.text(sql)
     if params and types:  # declared types; ad-hoc SQL leaves typing to the database
@@ -75,12 +82,20 @@ def run_query(
             try:
                 if is_postgres(conn):
                     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                    if role:
+                        quoted = conn.dialect.identifier_preparer.quote(role)
+                        conn.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
                     columns, rows = _postgres_single_statement(conn, stmt, params)
                 else:
                     conn.exec_driver_sql("PRAGMA query_only = ON")
-                    result = conn.execute(stmt, params)
-                    columns = list(result.keys()) if result.returns_rows else []
-                    rows = [tuple(r) for r in result] if result.returns_rows else []
+                    raw = conn.connection.driver_connection
+                    raw.set_authorizer(sqlite_authorizer)  # type: ignore[union-attr]
+                    try:
+                        result = conn.execute(stmt, params)
+                        columns = list(result.keys()) if result.returns_rows else []
+                        rows = [tuple(r) for r in result] if result.returns_rows else []
+                    finally:
+                        raw.set_authorizer(None)  # type: ignore[union-attr]
             finally:
                 conn.rollback()
                 if not is_postgres(conn):
@@ -89,6 +104,8 @@ def run_query(
         orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = first_line(orig or exc)
         lowered = text.lower()
+        if "not authorized" in lowered:
+            raise UsageError(f"query refused: queries may only read ({text})") from None
         if "read-only" in lowered or "readonly" in lowered or "query_only" in lowered:
             raise UsageError(f"query refused: queries are read-only ({text})") from None
         if "one statement at a time" in lowered or "multiple commands" in lowered:

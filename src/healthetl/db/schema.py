@@ -53,6 +53,13 @@ etl_runs = sa.Table(
     sa.Column("rows_quarantined", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("duplicates_dropped", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("rows_warned", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "rows_rolled_back",
+        sa.BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="valid rows of a failed run: not loaded because the run's transaction rolled back",
+    ),
     sa.Column("error", sa.Text, nullable=True),
     comment="One row per pipeline execution (the run ledger).",
 )
@@ -76,9 +83,20 @@ quarantine = sa.Table(
     sa.Column("severity", sa.String(10), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("original", sa.Text, nullable=True, comment="the row as received, JSON"),
+    sa.Column(
+        "status",
+        sa.String(10),
+        nullable=False,
+        server_default="open",
+        comment="open | replayed (loaded by a later run) | resolved (dealt with by hand)",
+    ),
+    sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("resolved_by", sa.String(40), nullable=True, comment="the replay run that loaded the row"),
+    sa.Column("note", sa.Text, nullable=True, comment="why the row was resolved"),
     comment="One row per failed check of a rejected row; the row itself is in `original`.",
 )
 sa.Index("ix_quarantine_run_id", quarantine.c.run_id)
+sa.Index("ix_quarantine_dataset_status", quarantine.c.dataset, quarantine.c.status)
 
 pipeline_state = sa.Table(
     "pipeline_state",

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Analytic, Dataset, Quality
-from healthetl.db.schema import dq_results, pipeline_state, state_audit
+from healthetl.db.schema import dq_results, etl_runs, pipeline_state, state_audit
 from healthetl.pipeline.validate import BatchResult
 
 # ---------------------------------------------------------------------------------- state
@@ -123,11 +123,32 @@ class Window:
         return None if self.watermark is None else self.watermark - self.lookback
 
 
-def lock_pipeline(conn: sa.Connection, pipeline: str) -> None:
+def lock_pipeline(conn: sa.Connection, pipeline: str, run_id: str) -> None:
     """Serialise runs of one pipeline: a second run waits until the first commits, then reads
-    the watermark the first one wrote (PostgreSQL advisory lock; SQLite has one writer anyway)."""
+    the watermark the first one wrote. PostgreSQL: an advisory lock. SQLite: the database's write
+    lock, taken now (a no-op write to this run's ledger row) rather than at the first real write,
+    so a second run waits here for the whole of the first."""
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext(%(p)s))", {"p": f"healthetl:{pipeline}"})
+    # SQLite: this write takes the lock. Both: a run that waited here while the previous holder
+    # took it for dead is running again.
+    conn.execute(etl_runs.update().where(etl_runs.c.run_id == run_id).values(status="running"))
+    # holding the lock, no other run of this pipeline is loading: one still `running` was
+    # killed (kill -9, a crash, a power cut) before it could record its end
+    conn.execute(
+        etl_runs.update()
+        .where(
+            etl_runs.c.pipeline == pipeline,
+            etl_runs.c.status == "running",
+            etl_runs.c.run_id != run_id,
+        )
+        .values(
+            status="abandoned",
+            finished_at=datetime.now(UTC),
+            error="the process ended before recording its end (killed or crashed); "
+            "nothing it did was committed",
+        )
+    )
 
 
 def incremental_window(

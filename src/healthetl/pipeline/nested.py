@@ -8,21 +8,24 @@ A load replaces exactly the snapshots it contains, in one transaction.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
+from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatten, snapshot_from_path
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
-from healthetl.pipeline.failures import FAILURE_COLUMNS
-from healthetl.pipeline.validate import ValidationSummary, Validator
+from healthetl.pipeline.failures import FAILURE_COLUMNS, FailureSpool
+from healthetl.pipeline.validate import Drift, ValidationSummary, Validator
 from healthetl.sources.json_records import Record, read_records
 
 BATCH = 5_000
@@ -37,6 +40,9 @@ class NestedCounts:
     child_rows: dict[str, int] = field(default_factory=dict)
     snapshots: set[str] = field(default_factory=set)
     duplicates: list[str] = field(default_factory=list)
+    #: (table, column) -> rows with a value; table -> rows (to find paths that matched nothing)
+    filled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    table_rows: Counter[str] = field(default_factory=Counter)
 
 
 def records(sources: list[str], options: PipelineOptions) -> Iterator[tuple[Record, str | None]]:
@@ -60,6 +66,7 @@ def load_nested(
     run_id: str,
     progress: Any,
     pipeline: str,
+    spool: FailureSpool | None = None,
 ) -> tuple[NestedCounts, ValidationSummary]:
     counts = NestedCounts()
     validator = Validator(dataset, options)
@@ -73,14 +80,15 @@ def load_nested(
     bad: list[dict[str, Any]] = []
 
     def flush() -> None:
+        interrupts.check()  # a signal whose interrupt was lost stops the run here
         if not batch and not bad:
             return
         if batch:
-            _load_batch(conn, dataset, catalog, batch, validator, children, run_id, counts, summary)
+            _load_batch(conn, dataset, catalog, batch, validator, children, run_id, counts, summary, spool)
             batch.clear()
         if bad:
             failures = pd.DataFrame(bad, columns=FAILURE_COLUMNS)
-            bulk.write_quarantine(conn, failures, run_id=run_id, dataset=dataset.name)
+            bulk.write_quarantine(conn, failures, run_id=run_id, dataset=dataset.name, spool=spool)
             summary.add_failures(failures)
             bad.clear()
         progress("batch", {"pipeline": pipeline, "rows": counts.rows_in})
@@ -111,7 +119,32 @@ def load_nested(
         if len(batch) >= BATCH:
             flush()
     flush()
+    empty = _empty_paths(dataset, counts)
+    if empty:
+        files = ", ".join(sorted({Path(s).name for s in sources}))
+        validator.report_drift([Drift("empty_paths", files, tuple(empty))])
     return counts, summary
+
+
+def _empty_paths(dataset: Dataset, counts: NestedCounts) -> list[str]:
+    """Declared paths that gave no value in any record of the run (a typo such as
+    ``serviceProvider.refrence``, or an array the records do not have)."""
+    nested = dataset.nested
+    assert nested is not None
+    if not counts.table_rows[dataset.table]:
+        return []
+    out = []
+    for column in dataset.column_names:
+        if column != nested.snapshot_column and not counts.filled[(dataset.table, column)]:
+            out.append(f"{column} ({nested.paths.get(column, column)})")
+    for child, _ancestors in all_children(nested):
+        if not counts.table_rows[child.table]:
+            out.append(f"{child.table} ({child.path}[])")
+            continue
+        for col in child.columns:
+            if not counts.filled[(child.table, col.name)]:
+                out.append(f"{child.table}.{col.name} ({child.path}[].{child.paths.get(col.name, col.name)})")
+    return out
 
 
 def _failure(rec: Record, rule: str, reason: str) -> dict[str, Any]:
@@ -154,8 +187,17 @@ def _load_batch(
     run_id: str,
     counts: NestedCounts,
     summary: ValidationSummary,
+    spool: FailureSpool | None = None,
 ) -> None:
     parent, child_frames = flatten(dataset, batch)
+    counts.table_rows[dataset.table] += len(parent)
+    for column in dataset.column_names:
+        counts.filled[(dataset.table, column)] += int(parent[column].notna().sum())
+    for child, _ancestors in all_children(dataset.nested):
+        frame = child_frames[child.table]
+        counts.table_rows[child.table] += len(frame)
+        for col in child.columns:
+            counts.filled[(child.table, col.name)] += int(frame[col.name].notna().sum())
     result = validator.validate(parent.drop(columns=RECORD))
     failures = [result.failures]
     rejected = set(parent.loc[~parent.index.isin(result.clean.index), RECORD])
@@ -191,6 +233,6 @@ def _load_batch(
         bulk.insert_frame(conn, child.table, rows, cols, {"run_id": run_id})
         counts.child_rows[child.table] = counts.child_rows.get(child.table, 0) + len(rows)
     if not all_failures.empty:
-        bulk.write_quarantine(conn, all_failures, run_id=run_id, dataset=dataset.name)
+        bulk.write_quarantine(conn, all_failures, run_id=run_id, dataset=dataset.name, spool=spool)
     for extra in failures[1:]:  # the parent's own failures are already in its summary
         summary.add_failures(extra)

@@ -33,6 +33,8 @@ class RunResult:
     failed: Exception | None = None
     #: pipeline -> files moved to its archive after the commit
     archived: dict[str, list[str]] = field(default_factory=dict)
+    #: inbox pipelines whose inbox was empty: nothing to do is not a failure
+    idle: list[str] = field(default_factory=list)
 
 
 def plan(
@@ -79,6 +81,13 @@ def run(
     pipelines = plan(project, selected, catalog)
     if snapshot_date is not None:  # --snapshot-date: for records that carry no date of their own
         pipelines = [replace(p, options=replace(p.options, snapshot_date=snapshot_date)) for p in pipelines]
+    batches = [p.name for p in pipelines if p.datasets]
+    if from_raw is not None and batches:
+        raise UsageError(
+            f"--from-raw reprocesses one dataset's raw layer; pipeline {batches[0]} loads several "
+            "datasets as one batch",
+            hint="run it again from its files (--force loads files it already loaded)",
+        )
     result = RunResult()
     with engine.connect() as conn:
         ready = migrate.at_head(conn, catalog)
@@ -89,8 +98,12 @@ def run(
     migrate.ensure_declarations_match(engine, catalog)
     try:
         for p in pipelines:
+            if p.archive is not None and from_raw is None and not _inbox_has_files(p):
+                result.idle.append(p.name)
+                progress("idle", {"pipeline": p.name})
+                continue
             if p.datasets:
-                result.results.append(_batch(engine, p, catalog, progress, force))
+                result.results.append(_batch(engine, p, catalog, progress, force, full_refresh))
                 if p.archive is not None:
                     result.archived[p.name] = archive(p, result.results[-1])
                 continue
@@ -131,7 +144,15 @@ def run(
     return result
 
 
-def _batch(engine: Engine, p: Pipeline, catalog: Catalog, progress: Progress, force: bool) -> LoadResult:
+def _inbox_has_files(p: Pipeline) -> bool:
+    if p.datasets:
+        return any(p.dataset_files().values())
+    return bool(p.source_paths())
+
+
+def _batch(
+    engine: Engine, p: Pipeline, catalog: Catalog, progress: Progress, force: bool, full_refresh: bool
+) -> LoadResult:
     """A pipeline of several related datasets: each dataset's files, dependencies first, in one
     transaction."""
     files = p.dataset_files()
@@ -151,6 +172,7 @@ def _batch(engine: Engine, p: Pipeline, catalog: Catalog, progress: Progress, fo
         catalog=catalog,
         progress=progress,
         force=force,
+        full_refresh=full_refresh,
         inbox=p.archive is not None,
     )
 
@@ -184,6 +206,10 @@ def archive(pipeline: Pipeline, loaded: LoadResult) -> list[str]:
         while dest.exists():  # never overwrite an archived file
             dest = target / f"{source.stem}.{n}{source.suffix}"
             n += 1
-        shutil.move(str(source), dest)
+        if source.is_symlink():  # archive what was loaded, not a link that would dangle there
+            shutil.copy2(source.resolve(), dest)
+            source.unlink()
+        else:
+            shutil.move(str(source), dest)
         moved.append(str(dest))
     return moved

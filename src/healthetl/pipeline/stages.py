@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthetl import state
+from healthetl import interrupts, state
 from healthetl.catalog import Catalog, catalog_for
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import AMBIGUOUS, Dataset, LookupTable, Quality
@@ -30,7 +31,8 @@ from healthetl.errors import (
     UsageError,
 )
 from healthetl.pipeline import layers
-from healthetl.pipeline.validate import ValidationSummary, Validator
+from healthetl.pipeline.failures import FAILURE_COLUMNS, REJECTED, FailureSpool, mark_rejected
+from healthetl.pipeline.validate import Drift, DriftError, ValidationSummary, Validator
 from healthetl.sources import SOURCE_FILE, SOURCE_ROW, open_writer, read_frames
 
 #: progress callback: (event, details); events are "start", "batch", "done"
@@ -43,9 +45,16 @@ def _quiet(_event: str, _info: dict[str, Any]) -> None:
 
 def frames_from(sources: Iterable[str], options: PipelineOptions) -> Iterator[pd.DataFrame]:
     for source in sources:
-        yield from read_frames(
-            source, chunk_size=options.chunk_size, sheet=options.sheet, encoding=options.encoding
-        )
+        for frame in read_frames(
+            source,
+            chunk_size=options.chunk_size,
+            sheet=options.sheet,
+            encoding=options.encoding,
+            delimiter=options.delimiter,
+            quote=options.quote,
+        ):
+            interrupts.check()  # a signal whose interrupt was lost stops the run here
+            yield frame
 
 
 # --------------------------------------------------------------------------------------- extract
@@ -59,10 +68,10 @@ class ExtractResult:
     columns: list[str]
 
 
-def extract(source: str, output: str, options: PipelineOptions) -> ExtractResult:
+def extract(source: str, output: str, options: PipelineOptions, *, csv_safe: bool = False) -> ExtractResult:
     rows = 0
     columns: list[str] = []
-    with open_writer(output) as writer:
+    with open_writer(output, inputs=(source,), csv_safe=csv_safe) as writer:
         for frame in frames_from([source], options):
             columns = columns or [str(c) for c in frame.columns]
             writer.write(frame)
@@ -139,6 +148,7 @@ def validate(
     report_path: Path | None = None,
     engine: Engine | None = None,
     catalog: Catalog | None = None,
+    csv_safe: bool = False,
 ) -> ValidateResult:
     catalog = catalog or catalog_for(None)
     known: dict[str, pd.Index] | None = None
@@ -148,27 +158,44 @@ def validate(
             known = reference_keys(conn, dataset, catalog)
             lookups = lookup_tables(conn, dataset, catalog)
     validator = Validator(dataset, options, known, lookups=lookups)
-    clean_writer = open_writer(clean_output) if clean_output else None
-    rejects_writer = open_writer(rejects_output) if rejects_output else None
+    writer = partial(open_writer, inputs=(source,), csv_safe=csv_safe)
+    clean_writer = writer(clean_output) if clean_output else None
+    rejects_writer = writer(rejects_output) if rejects_output else None
+    # an Arrow stream is the format between stages: rejected rows travel in it, marked, so
+    # the `load` at the end of a pipe quarantines and counts them
+    carry = clean_writer is not None and clean_writer.kind == "arrow"
+    failure: BaseException | None = None
     try:
         for frame in frames_from([source], options):
             batch = validator.validate(frame)
             if clean_writer is not None:
-                clean_writer.write(batch.clean)
+                clean_writer.write(with_rejected(batch.clean, batch.failures) if carry else batch.clean)
             if rejects_writer is not None and not batch.failures.empty:
                 rejects_writer.write(batch.failures.astype({"source_row": "int64"}))
         if rejects_writer is not None and rejects_writer.rows == 0:
-            from healthetl.pipeline.failures import FAILURE_COLUMNS
-
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in FAILURE_COLUMNS})
             rejects_writer.write(empty.astype({"source_row": "int64"}))
-    finally:
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:  # a failed validation ends its stream without the trailer: the next stage refuses it
         for w in (clean_writer, rejects_writer):
             if w is not None:
-                w.__exit__(None, None, None)
+                w.__exit__(type(failure) if failure else None, failure, None)
     if report_path is not None:
         write_report(report_path, {"source": source, **validator.summary.to_dict()})
     return ValidateResult(validator.summary, clean_output, rejects_output)
+
+
+def with_rejected(clean: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """Valid rows followed by the rejected ones, marked (see ``failures.REJECTED``)."""
+    marked = mark_rejected(failures)
+    out = clean.assign(**{REJECTED: pd.Series(pd.NA, index=clean.index, dtype="str")})
+    if marked.empty:
+        return out
+    return pd.concat([out, marked], ignore_index=True).astype(
+        {c: "str" for c in out.columns if c != SOURCE_ROW}
+    )
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
@@ -207,6 +234,8 @@ class LoadResult:
     #: nested loads: the snapshots replaced and the duplicate records dropped (file:line)
     snapshots: list[str] = field(default_factory=list)
     duplicate_records: list[str] = field(default_factory=list)
+    #: the run's failure records, kept to be written again if its transaction rolls back
+    spool: FailureSpool = field(default_factory=FailureSpool, repr=False, compare=False)
 
     def report(self) -> dict[str, Any]:
         return {
@@ -231,14 +260,35 @@ class LoadResult:
 
 @dataclass(frozen=True)
 class Source:
-    """A file to load, or the raw rows of an earlier run (``--from-raw``)."""
+    """A file to load, the raw rows of an earlier run (``--from-raw``), or the rejects file an
+    earlier ``validate --rejects`` wrote (its rows are quarantined and counted, not loaded)."""
 
     path: str | None = None
     raw_run_id: str | None = None
+    rejects: str | None = None
 
     @property
     def label(self) -> str:
+        if self.rejects is not None:
+            return f"rejects:{self.rejects}"
         return self.path if self.path is not None else f"raw:{self.raw_run_id}"
+
+
+def rejected_frames(path: str, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+    """A rejects file (``validate --rejects``) as marked rows: one per rejected source row."""
+    for frame in frames_from([path], options):
+        missing = [c for c in FAILURE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"{path}: not a rejects file of `healthetl validate --rejects` "
+                f"(missing column(s) {', '.join(missing)})"
+            )
+        failures = frame[FAILURE_COLUMNS]
+        rows = pd.to_numeric(failures["source_row"], errors="coerce")
+        if rows.isna().any():
+            line = int(frame.loc[rows.isna(), SOURCE_ROW].iloc[0])
+            raise UsageError(f"{path}, row {line}: source_row is not a row number")
+        yield mark_rejected(failures.assign(source_row=rows.astype("int64")))
 
 
 def file_sha256(path: str) -> str:
@@ -300,6 +350,7 @@ def load(
     result = _new_result(pipeline or dataset.name, dataset.name, mode, [i.label for i in items])
 
     def body(conn: sa.Connection) -> None:
+        bulk.lock_related(conn, [catalog.table(dataset)])
         _load_into(
             conn,
             dataset,
@@ -329,6 +380,7 @@ def load_batch(
     command: str = "run",
     progress: Progress = _quiet,
     force: bool = False,
+    full_refresh: bool = False,
     inbox: bool = False,
     report_path: Path | None = None,
 ) -> LoadResult:
@@ -338,9 +390,10 @@ def load_batch(
     result = _new_result(pipeline, "+".join(ds.name for ds, _ in steps), "merge", labels)
 
     def body(conn: sa.Connection) -> None:
+        bulk.lock_related(conn, [catalog.table(ds) for ds, _ in steps])
         for ds, items in steps:
             part = _new_result(pipeline, ds.name, ds.default_mode, [i.label for i in items])
-            part.run_id = result.run_id
+            part.run_id, part.spool = result.run_id, result.spool
             try:
                 _load_into(
                     conn,
@@ -351,13 +404,13 @@ def load_batch(
                     ds.default_mode,
                     part,
                     force=force,
-                    full_refresh=False,
+                    full_refresh=full_refresh,
                     inbox=inbox,
                     progress=progress,
                 )
-            finally:
+            finally:  # a failed part still counts (its rejects are kept, its checks reported)
                 result.parts.append(part)
-            _absorb(result, part)
+                _absorb(result, part)
 
     return _execute(
         engine, result, body, command=command, progress=progress, inbox=inbox, report_path=report_path
@@ -399,7 +452,7 @@ def _execute(
 ) -> LoadResult:
     """Run ``body`` in one transaction with the run ledger, the audit log and the inbox's
     bookkeeping; on failure roll back, record the run as failed, and say why."""
-    name, run_id, counts = result.pipeline, result.run_id, result.counts
+    name, run_id = result.pipeline, result.run_id
     started = state.start_run(
         engine,
         run_id,
@@ -409,17 +462,40 @@ def _execute(
         mode=result.mode,
         source=", ".join(result.sources),
     )
-    progress("start", {"run_id": run_id, "pipeline": name, "sources": result.sources})
     try:
+        return _execute_body(engine, result, body, started, progress, inbox, report_path)
+    finally:
+        result.spool.close()
+
+
+def _execute_body(
+    engine: Engine,
+    result: LoadResult,
+    body: Callable[[sa.Connection], None],
+    started: datetime,
+    progress: Progress,
+    inbox: bool,
+    report_path: Path | None,
+) -> LoadResult:
+    name, run_id, counts = result.pipeline, result.run_id, result.counts
+    raw: list[Any] = []  # the load's DBAPI connection, to be sure it let go after an interrupt
+    try:
+        progress("start", {"run_id": run_id, "pipeline": name, "sources": result.sources})
         with engine.begin() as conn:
-            layers.lock_pipeline(conn, name)  # one run of a pipeline at a time
+            raw.append(conn.connection.dbapi_connection)
+            layers.lock_pipeline(conn, name, run_id)  # one run of a pipeline at a time
             body(conn)
             _finish_audit(conn, result, started)
             if inbox:
                 _remember_files(conn, result)
             state.finish_run(conn, run_id, counts)
+    except DriftError as exc:
+        _record_failure(engine, result, str(exc), drift_checks(exc.findings, "error"))
+        progress("done", {"pipeline": name, "status": "failed"})
+        _write_report(report_path, result)
+        raise
     except QualityGateError as exc:
-        _record_failure(engine, result, str(exc), exc.checks)
+        _record_failure(engine, result, str(exc), result.checks or exc.checks)
         progress("done", {"pipeline": name, "status": "failed"})
         _write_report(report_path, result)
         raise
@@ -427,10 +503,16 @@ def _execute(
         orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = first_line(orig or exc)
         message = f"{name}: load failed, nothing was written: {text}"
-        _record_failure(engine, result, message)
+        if not _try_record_failure(engine, result, message):
+            message += " (the database could not be reached to record the run as failed)"
         progress("done", {"pipeline": name, "status": "failed"})
         hint = None
-        if "duplicate key" in text or "UNIQUE constraint" in text:
+        if "database is locked" in text:
+            hint = (
+                "another program kept this SQLite database locked longer than healthetl waits "
+                "(HEALTHETL_SQLITE_BUSY_TIMEOUT, seconds; default 300)"
+            )
+        elif "duplicate key" in text or "UNIQUE constraint" in text:
             hint = "rows with these keys are already loaded: use --mode merge or replace"
         elif "foreign key" in text.lower():
             hint = "other tables still reference rows this load would remove"
@@ -438,9 +520,10 @@ def _execute(
     except BaseException as exc:
         message = str(exc) if isinstance(exc, HealthetlError) else f"{type(exc).__name__}: {exc}"
         if isinstance(exc, KeyboardInterrupt):
-            message = "interrupted"
+            message = "terminated (SIGTERM)" if str(exc) == interrupts.TERMINATED else "interrupted"
+            _release(engine, raw)
         try:
-            _record_failure(engine, result, message)
+            _try_record_failure(engine, result, message)
         finally:
             progress("done", {"pipeline": name, "status": "failed"})
         raise
@@ -486,17 +569,8 @@ def _load_into(
     validator = Validator(dataset, options, known, window=cut, lookups=lookups)
     result.summary = validator.summary
     tracker = layers.QualityTracker(dataset, cursor=window.cursor if window else None)
-    writer = bulk.TableWriter(
-        conn,
-        catalog.table(dataset),
-        dataset.stored_names,
-        mode=mode,
-        run_id=run_id,
-        dataset=dataset.name,
-        key=dataset.primary_key,
-        dedupe_order=dataset.dedupe_order,
-    )
-    previous = _previous_loaded(conn, name)
+    writer = table_writer(conn, dataset, catalog, mode, result)
+    previous = _previous_loaded(conn, name, catalog.table(dataset).name)
     writer.prepare()
     raw_writer = (
         bulk.RawWriter(
@@ -515,7 +589,7 @@ def _load_into(
             for frame in frames:
                 counts.rows_read += len(frame)
                 if raw_writer is not None and item.path is not None:
-                    raw_writer.write(_renamed(frame, dataset), sha, extracted_at)
+                    raw_writer.write(_renamed(_unmarked(frame), dataset), sha, extracted_at)
                 batch = validator.validate(frame)
                 writer.write(batch.clean, batch.failures)
                 tracker.add(batch)
@@ -550,9 +624,10 @@ def _load_into(
         )
         for check in result.checks:  # in a batch of several datasets, say which one
             check.detail = f"{dataset.name}: {check.detail}"
+    result.checks += drift_checks(validator.summary.drift, "warning")
     blocking = [c for c in result.checks if c.severity == "error" and not c.passed]
     if blocking:
-        raise QualityGateError(_gate_message(name, blocking), result.checks)
+        raise QualityGateError(_gate_message(name, blocking, counts), result.checks)
     if window is not None:
         new = window.watermark
         if tracker.max_cursor is not None:
@@ -581,6 +656,23 @@ def _load_into(
         result.audit.append(_audit_row(result, analytic, written, written, 0, 0, 0))
 
 
+def table_writer(
+    conn: sa.Connection, dataset: Dataset, catalog: Catalog, mode: str, result: LoadResult
+) -> bulk.TableWriter:
+    """The writer of one dataset's table for this run (its rejects also go to the run's spool)."""
+    return bulk.TableWriter(
+        conn,
+        catalog.table(dataset),
+        dataset.stored_names,
+        mode=mode,
+        run_id=result.run_id,
+        dataset=dataset.name,
+        key=dataset.primary_key,
+        dedupe_order=dataset.dedupe_order,
+        spool=result.spool,
+    )
+
+
 def _load_nested(
     conn: sa.Connection,
     dataset: Dataset,
@@ -596,7 +688,7 @@ def _load_nested(
     if len(paths) != len(items):
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
     nested, summary = load_nested(
-        conn, dataset, catalog, paths, options, result.run_id, progress, result.pipeline
+        conn, dataset, catalog, paths, options, result.run_id, progress, result.pipeline, result.spool
     )
     c = result.counts
     c.rows_read = c.rows_in = nested.rows_in
@@ -609,11 +701,23 @@ def _load_nested(
         result.audit.append(_audit_row(result, table, rows, rows, 0, 0, 0))
     result.snapshots = sorted(nested.snapshots)
     result.duplicate_records = nested.duplicates
+    result.checks = drift_checks(summary.drift, "warning")
+    layers.record_checks(conn, result.run_id, result.pipeline, result.checks)
     if not c.balanced:
         raise AccountingError(
             f"{result.pipeline}: records in {c.rows_in} != loaded {c.rows_loaded} + "
             f"quarantined {c.rows_quarantined} + duplicates {c.duplicates_dropped}"
         )
+
+
+def drift_checks(findings: list[Drift], severity: str) -> list[layers.CheckResult]:
+    """Drift findings as the run's data-quality checks (stored, reported, shown)."""
+    return [
+        layers.CheckResult(
+            f"drift_{f.kind}", severity, float(len(f.columns)), 0.0, False, detail=f.describe()
+        )
+        for f in findings
+    ]
 
 
 class QualityGateError(DataContractError):
@@ -624,14 +728,15 @@ class QualityGateError(DataContractError):
         self.checks = checks
 
 
-def _gate_message(name: str, failed: list[layers.CheckResult]) -> str:
+def _gate_message(name: str, failed: list[layers.CheckResult], counts: state.RunCounts) -> str:
     parts = []
     for c in failed:
         what = f"{c.check}" + (f" of {c.column}" if c.column else "")
         parts.append(
             f"{what} {c.observed:g} > {c.threshold:g}" if c.check != "row_count" else "no rows to load"
         )
-    return f"{name}: data-quality checks failed ({'; '.join(parts)}); nothing was loaded"
+    kept = f"{counts.rows_quarantined} of {counts.rows_in} rows quarantined"
+    return f"{name}: data-quality checks failed ({'; '.join(parts)}); nothing was loaded ({kept})"
 
 
 def _audit_row(
@@ -693,16 +798,49 @@ def _remember_files(conn: sa.Connection, result: LoadResult) -> None:
         conn.execute(loaded_files.insert(), list(fresh.values()))
 
 
+def _release(engine: Engine, raw: list[Any]) -> None:
+    """Roll the interrupted load's own connection back. An interrupt can leave it invalidated
+    but still open (SQLAlchemy 2.0 does not roll back on an exit exception): on SQLite it would
+    keep the write lock, and recording the failure would wait for it."""
+    for dbapi in raw:
+        try:
+            dbapi.rollback()
+            held = bool(getattr(dbapi, "in_transaction", False))  # a statement still in flight
+        except Exception:  # closed already (SQLAlchemy invalidates on an interrupt): nothing held
+            continue
+        if held:
+            try:
+                dbapi.close()  # closing ends the transaction and lets go of its locks
+            except Exception:
+                pass
+            engine.dispose()  # and the pool starts afresh instead of handing the closed one out
+
+
+def _try_record_failure(engine: Engine, result: LoadResult, message: str) -> bool:
+    """Record the failure if the database can still be reached (it may be what failed: a
+    restart, a lost connection); the original error is what the user is told either way."""
+    try:
+        _record_failure(engine, result, message)
+        return True
+    except (sa.exc.DBAPIError, psycopg.Error):
+        return False
+
+
 def _record_failure(
     engine: Engine, result: LoadResult, message: str, checks: list[layers.CheckResult] | None = None
 ) -> None:
-    """After a rollback: the run failed, its checks, and one audit row carrying the error."""
+    """After a rollback, in a transaction of its own: the run failed, with its counts (nothing
+    loaded, the valid rows rolled back), its quarantine rows (from the spool: a failed run still
+    says which rows failed which rule), its checks, and one audit row carrying the error."""
     from healthetl.db.schema import etl_audit_log
 
     result.status, result.error = "failed", message
-    state.fail_run(engine, result.run_id, message, result.counts)
+    result.counts.roll_back()
     now = datetime.now(UTC)
     with engine.begin() as conn:
+        state.fail_run(conn, result.run_id, message, result.counts)
+        for dataset, failures in result.spool.frames():
+            bulk.write_quarantine(conn, failures, run_id=result.run_id, dataset=dataset)
         if checks:
             layers.record_checks(conn, result.run_id, result.pipeline, checks)
         conn.execute(
@@ -714,7 +852,7 @@ def _record_failure(
                 inserted=0,
                 updated=0,
                 unchanged=0,
-                quarantined=0,
+                quarantined=result.counts.rows_quarantined,
                 started_at=now,
                 finished_at=now,
                 error=message,
@@ -772,6 +910,8 @@ def _frames(
     conn: sa.Connection, item: Source, dataset: Dataset, catalog: Catalog, options: PipelineOptions
 ) -> Iterable[pd.DataFrame]:
     """Files stream lazily; raw rows are read now, before the COPY thread owns the connection."""
+    if item.rejects is not None:
+        return rejected_frames(item.rejects, options)
     if item.path is not None:
         return frames_from([item.path], options)
     table = catalog.raw_table(dataset)
@@ -781,18 +921,32 @@ def _frames(
     return list(raw_frames(conn, table, item.raw_run_id, dataset, options.chunk_size))
 
 
+def _unmarked(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that carry values: a rejected row in a stream carries only its failures."""
+    return frame.loc[frame[REJECTED].isna()] if REJECTED in frame.columns else frame
+
+
 def _renamed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
     renames = {k: v for k, v in dataset.renames.items() if k in frame.columns and v not in frame.columns}
     return frame.rename(columns=renames) if renames else frame
 
 
-def _previous_loaded(conn: sa.Connection, pipeline: str) -> int | None:
+def _previous_loaded(conn: sa.Connection, pipeline: str, table: str) -> int | None:
+    """Rows the last successful run of this pipeline that read anything loaded into ``table``
+    (one dataset of a batch is compared with itself, not with the batch's total)."""
+    from healthetl.db.schema import etl_audit_log as log
     from healthetl.db.schema import etl_runs
 
     row = conn.execute(
-        sa.select(etl_runs.c.rows_loaded)
-        .where(etl_runs.c.pipeline == pipeline, etl_runs.c.status == "succeeded", etl_runs.c.rows_in > 0)
-        .order_by(etl_runs.c.started_at.desc())
+        sa.select(log.c.inserted + log.c.updated + log.c.unchanged)
+        .join(etl_runs, etl_runs.c.run_id == log.c.run_id)
+        .where(
+            log.c.pipeline == pipeline,
+            log.c.table_name == table,
+            log.c.rows_processed > 0,
+            etl_runs.c.status == "succeeded",
+        )
+        .order_by(etl_runs.c.started_at.desc(), log.c.id.desc())
         .limit(1)
     ).scalar()
     return int(row) if row is not None else None

@@ -27,8 +27,8 @@ from healthetl.datasets.spec import (
     typed_frame,
 )
 from healthetl.errors import DataContractError
-from healthetl.pipeline.failures import FAILURE_COLUMNS
-from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW
+from healthetl.pipeline.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
+from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW, normalise_name
 
 
 @dataclass
@@ -44,6 +44,40 @@ class BatchResult:
     nulls: dict[str, int] = field(default_factory=dict)
 
 
+_DRIFT_TEXT = {
+    "new_columns": "columns the dataset does not declare (not loaded)",
+    "missing_columns": "declared optional columns missing (loaded as NULL)",
+    "empty_paths": "declared JSON paths that matched no record (all NULL)",
+}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """A difference between what a source sends and what its dataset declares."""
+
+    kind: str  # new_columns | missing_columns | empty_paths
+    source: str
+    columns: tuple[str, ...]
+
+    def describe(self) -> str:
+        return f"{self.source}: {_DRIFT_TEXT[self.kind]}: {', '.join(self.columns)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "columns": list(self.columns)}
+
+
+class DriftError(DataContractError):
+    """The pipeline's drift policy is ``fail`` and the source drifted: nothing is written."""
+
+    def __init__(self, dataset: str, findings: list[Drift]) -> None:
+        text = "; ".join(f.describe() for f in findings)
+        super().__init__(
+            f"{dataset}: the source drifted from the declaration ({text}); nothing was loaded",
+            hint='declare the change (then `healthetl db revision`), or set drift = "warn"',
+        )
+        self.findings = findings
+
+
 @dataclass
 class ValidationSummary:
     """Counts over every batch of one validation session (the DQ report's body)."""
@@ -55,6 +89,14 @@ class ValidationSummary:
     rows_warned: int = 0
     by_rule: Counter[tuple[str | None, str, str]] = field(default_factory=Counter)
     skipped_checks: list[str] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+
+    def note_drift(self, finding: Drift) -> bool:
+        """Remember a finding; False when it was already known (same kind, source, columns)."""
+        if finding in self.drift:
+            return False
+        self.drift.append(finding)
+        return True
 
     def add_failures_from(self, other: ValidationSummary) -> None:
         self.rows_in += other.rows_in
@@ -63,6 +105,7 @@ class ValidationSummary:
         self.rows_warned += other.rows_warned
         self.by_rule.update(other.by_rule)
         self.skipped_checks += other.skipped_checks
+        self.drift += [d for d in other.drift if d not in self.drift]
 
     def add_failures(self, failures: pd.DataFrame) -> None:
         if not failures.empty:
@@ -101,6 +144,7 @@ class ValidationSummary:
                 for (col, rule, sev), n in sorted(self.by_rule.items(), key=lambda kv: str(kv[0]))
             ],
             "skipped_checks": self.skipped_checks,
+            "drift": [d.to_dict() for d in self.drift],
         }
 
 
@@ -121,12 +165,31 @@ class Validator:
         self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys, lookups)
         self.summary = ValidationSummary(dataset.name, skipped_checks=list(self.compiled.skipped))
         self.window = window
+        self.drift_policy = options.drift
         self._declared = set(dataset.column_names)
+        #: declared column -> the (normalised) source column it is read from
+        self._received = {v: normalise_name(k) for k, v in dataset.renames.items()}
 
     def validate(self, raw: pd.DataFrame) -> BatchResult:
+        """Rows an earlier ``validate`` rejected arrive marked (``REJECTED``, in a stream
+        between stages): they are not validated again; their failure records are taken as
+        they come, so the run counts and quarantines them."""
+        carried = pd.DataFrame(columns=FAILURE_COLUMNS)
+        n_carried = 0
+        if REJECTED in raw.columns:
+            marked = raw[REJECTED].notna()
+            n_carried = int(marked.sum())
+            if n_carried:
+                carried = unmark_rejected(raw.loc[marked])
+            raw = raw.loc[~marked].drop(columns=REJECTED).reset_index(drop=True)
+            if raw.empty and n_carried:  # nothing to validate: a batch of rejected rows only
+                result = BatchResult(raw, carried, n_carried, n_carried, 0)
+                self.summary.add(result)
+                return result
         compiled = self.compiled
         std = compiled.standardise(raw)
         self._check_contract(raw, std)
+        self._check_drift(raw)
         skipped = 0
         if self.window is not None:
             cursor, start = self.window
@@ -155,11 +218,14 @@ class Validator:
             clean[col] = raw.loc[keep, col]
         for key_cols, tracker in compiled.trackers:
             tracker.add(key_series(clean, key_cols))
+        failures = failures.drop(columns="_index")
+        if n_carried:
+            failures = pd.concat([failures, carried], ignore_index=True) if len(failures) else carried
         result = BatchResult(
             clean=clean,
-            failures=failures.drop(columns="_index"),
-            rows_in=len(raw),
-            rows_quarantined=len(error_rows),
+            failures=failures,
+            rows_in=len(raw) + n_carried,
+            rows_quarantined=len(error_rows) + n_carried,
             rows_warned=len(warn_rows),
             rows_skipped=skipped,
             nulls={c: int(std[c].isna().sum()) for c in std.columns if c in self._declared},
@@ -177,6 +243,45 @@ class Validator:
                 f"for dataset {self.dataset.name!r} (found: {found})"
             )
 
+    def _check_drift(self, raw: pd.DataFrame) -> None:
+        """Columns the source sends that the dataset does not declare, and declared optional
+        columns it does not send: reported (``warn``), refused (``fail``) or ``ignore``d."""
+        if self.drift_policy == "ignore":
+            return
+        source = str(raw[SOURCE_FILE].iloc[0]) if len(raw) and SOURCE_FILE in raw else "input"
+        sent = [c for c in raw.columns if c not in LINEAGE]
+        renamed = {declared for declared, source_name in self._received.items() if source_name in sent}
+        known = (
+            self._declared | set(self._received.values()) | {normalise_name(c) for c in self.dataset.unused}
+        )
+        looked_up = {lk.column for lk in self.dataset.lookups} | {
+            f for lk in self.dataset.lookups for f in lk.fetch
+        }
+        found = [
+            Drift("new_columns", source, tuple(c for c in sent if c not in known)),
+            Drift(
+                "missing_columns",
+                source,
+                tuple(
+                    c.name
+                    for c in self.dataset.columns
+                    if not c.required
+                    and c.default is None
+                    and c.name not in looked_up
+                    and c.name not in sent
+                    and c.name not in renamed
+                ),
+            ),
+        ]
+        self.report_drift([f for f in found if f.columns])
+
+    def report_drift(self, findings: list[Drift]) -> None:
+        if self.drift_policy == "ignore":
+            return
+        fresh = [f for f in findings if self.summary.note_drift(f)]
+        if fresh and self.drift_policy == "fail":
+            raise DriftError(self.dataset.name, fresh)
+
     def _failures(self, raw: pd.DataFrame, std: pd.DataFrame, cases: pd.DataFrame | None) -> pd.DataFrame:
         if cases is None or cases.empty:
             return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
@@ -192,7 +297,12 @@ class Validator:
         for _, group in groups:
             rule = self._rule_for(group.iloc[0])
             index = group["index"].astype("int64").drop_duplicates()
-            if rule.column in std.columns:
+            received = self._received.get(str(rule.column), rule.column)
+            if received not in raw.columns:  # the file uses the declared name itself
+                received = rule.column
+            if rule.name not in _STANDARDISED_VALUE and received in raw.columns:
+                values = raw.loc[index.to_numpy(), received]  # quoted as received, never rewritten
+            elif rule.column in std.columns:
                 values = std.loc[index.to_numpy(), rule.column]
             elif rule.name == "duplicate_key":
                 values = key_series(std.loc[index.to_numpy()], self.dataset.primary_key)
@@ -262,6 +372,10 @@ class Validator:
             raise DataContractError(
                 f"{self.dataset.name}: column {case.column} failed {case.check}"
             ) from None
+
+
+#: rules whose reason shows the value healthetl computed: a key, or a lookup's unresolved key
+_STANDARDISED_VALUE = {"duplicate_key", "reference", "ambiguous_reference"}
 
 
 def _reasons(rule: Rule, values: pd.Series) -> list[str]:

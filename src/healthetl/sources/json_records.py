@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from healthetl.errors import SourceError
 
@@ -55,10 +55,12 @@ def _read_file(file: Path) -> Iterator[Record]:
     try:
         with _open(file) as fh:
             first = _first_char(fh)
+        if first == "[":
+            with _open_bytes(file) as raw:
+                yield from _array(raw, file)
+            return
         with _open(file) as fh:
-            if first == "[":
-                yield from _array(fh, file)
-            elif first == "{" and not _is_ndjson(file):
+            if first == "{" and not _is_ndjson(file):
                 yield from _single(fh, file)
             else:
                 yield from _lines(fh, file)
@@ -73,6 +75,12 @@ def _read_file(file: Path) -> Iterator[Record]:
         raise SourceError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def _open_bytes(file: Path) -> BinaryIO:
+    if file.name.lower().endswith(".gz"):
+        return gzip.open(file, "rb")  # type: ignore[return-value]
+    return open(file, "rb")  # noqa: SIM115
+
+
 def _first_char(fh: TextIO) -> str:
     while True:
         ch = fh.read(1)
@@ -84,16 +92,47 @@ def _is_ndjson(file: Path) -> bool:
     return any(file.name.lower().endswith(s) for s in (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz"))
 
 
+def problem(line: str, value: Any) -> str | None:
+    """Why a parsed record cannot be stored although it is valid JSON: a NUL character (no
+    database text column holds one; checked only when the line spells one)."""
+    if "\\u0000" in line and _holds_nul(value):
+        return "a value holds a NUL character (\\u0000), which a database text column cannot store"
+    return None
+
+
+def _holds_nul(value: Any) -> bool:
+    todo = [value]
+    while todo:  # iterative: nesting depth costs no recursion
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+    return False
+
+
+def loads(line: str) -> tuple[Any, str | None]:
+    """(value, None), or (None, why the line is not a usable JSON value)."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON ({exc.msg} at column {exc.colno})"
+    except RecursionError:
+        return None, "JSON nested too deeply to read"
+    return value, problem(line, value)
+
+
 def _lines(fh: TextIO, file: Path) -> Iterator[Record]:
     for lineno, line in enumerate(fh, start=1):
         if not line.strip():
             continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield Record(
-                file.name, lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})", str(file)
-            )
+        value, why = loads(line)
+        if why is not None:
+            yield Record(file.name, lineno, None, why, str(file))
             continue
         if not isinstance(value, dict):
             yield Record(
@@ -105,48 +144,31 @@ def _lines(fh: TextIO, file: Path) -> Iterator[Record]:
 
 def _single(fh: TextIO, file: Path) -> Iterator[Record]:
     text = fh.read()
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        yield Record(file.name, 1, None, f"invalid JSON ({exc.msg} at line {exc.lineno})", str(file))
+    value, why = loads(text)
+    if why is not None:
+        yield Record(file.name, 1, None, why, str(file))
         return
     yield Record(file.name, 1, value, path=str(file))
 
 
-def _array(fh: TextIO, file: Path, chunk: int = 1 << 16) -> Iterator[Record]:
-    """Objects of a top-level JSON array, decoded one at a time from a sliding buffer."""
-    decoder = json.JSONDecoder()
-    buf = fh.read(chunk)
-    pos = buf.index("[") + 1
+def _array(fh: BinaryIO, file: Path) -> Iterator[Record]:
+    """Objects of a top-level JSON array, parsed incrementally by ijson (yajl): one object in
+    memory at a time, linear in the file's size however large one object is."""
+    import ijson
+
     index = 0
-    while True:
-        while True:  # skip white space and commas, refilling as needed
-            while pos < len(buf) and (buf[pos].isspace() or buf[pos] == ","):
-                pos += 1
-            if pos < len(buf):
-                break
-            more = fh.read(chunk)
-            if not more:
-                raise SourceError(f"{file}: the JSON array is not closed (truncated file?)")
-            buf, pos = buf[pos:] + more, 0
-        if buf[pos] == "]":
-            return
-        while True:
-            try:
-                value, end = decoder.raw_decode(buf, pos)
-                break
-            except json.JSONDecodeError as exc:
-                more = fh.read(chunk)
-                if not more:
-                    index += 1
-                    yield Record(file.name, index, None, f"invalid JSON ({exc.msg})", str(file))
-                    return
-                buf, pos = buf[pos:] + more, 0
-        index += 1
-        if isinstance(value, dict):
-            yield Record(file.name, index, value, path=str(file))
-        else:
-            yield Record(
-                file.name, index, None, f"expected a JSON object, got {type(value).__name__}", str(file)
-            )
-        buf, pos = buf[end:], 0
+    try:
+        for value in ijson.items(fh, "item", use_float=True):
+            index += 1
+            if isinstance(value, dict):
+                yield Record(file.name, index, value, path=str(file))
+            else:
+                yield Record(
+                    file.name, index, None, f"expected a JSON object, got {type(value).__name__}", str(file)
+                )
+    except ijson.IncompleteJSONError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete"
+        if "premature EOF" in text or "Incomplete" in text or "incomplete" in text:
+            raise SourceError(f"{file}: the JSON array is not closed (truncated file?)") from None
+        # the parser cannot find the next record after a syntax error: the rest is one failure
+        yield Record(file.name, index + 1, None, f"invalid JSON ({text})", str(file))

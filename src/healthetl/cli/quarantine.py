@@ -1,0 +1,128 @@
+"""healthetl quarantine list | show | replay | resolve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthetl import quarantine as lib
+from healthetl.cli import render
+from healthetl.cli.common import (
+    ConfigOption,
+    DbOption,
+    FormatOption,
+    check_format,
+    open_database,
+    options_for,
+)
+from healthetl.errors import ExitCode
+from healthetl.pipeline import replay as replaying
+from healthetl.sources import normalise_name
+
+app = typer.Typer(
+    help="Rows rejected by validation: list, show, replay after a fix, resolve by hand.",
+    no_args_is_help=True,
+)
+
+DatasetOption = Annotated[str | None, typer.Option(help="Only this dataset.", show_default=False)]
+RunOption = Annotated[str | None, typer.Option("--run-id", help="Only rows of this run.", show_default=False)]
+RuleOption = Annotated[str | None, typer.Option(help="Only rows that failed this rule.", show_default=False)]
+IdOption = Annotated[list[int] | None, typer.Option("--id", help="Only this quarantine row (repeatable).")]
+
+
+@app.command("list")
+def list_rows(
+    dataset: DatasetOption = None,
+    run_id: RunOption = None,
+    rule: RuleOption = None,
+    status: Annotated[str, typer.Option(help="open | replayed | superseded | resolved | all")] = "open",
+    limit: Annotated[int, typer.Option(help="At most this many rows (0: all).")] = 100,
+    by_rule: Annotated[
+        bool, typer.Option("--by-rule", help="Counts per dataset, column, rule and status instead.")
+    ] = False,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Quarantined failure records (no row values: see `show`), filtered; newest runs last."""
+    check_format(fmt)
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    which = lib.Filter(dataset, run_id, rule, None if status == "all" else status)
+    if by_rule:
+        counts = lib.summary(engine, which)
+        cols = ["dataset", "column_name", "rule", "status", "failures"]
+        render.rows(cols, [[c[k] for k in cols] for c in counts], fmt, title="quarantine by rule")
+        return
+    total, found = lib.rows(engine, which, limit=limit or None)
+    render.rows(list(lib.LIST_COLUMNS), [[r[c] for c in lib.LIST_COLUMNS] for r in found], fmt)
+    if total > len(found):
+        render.info(f"{len(found)} of {total} rows shown (--limit 0 shows all)")
+
+
+@app.command("show")
+def show(
+    row_id: Annotated[int, typer.Argument(help="The quarantine row's id (see `quarantine list`).")],
+    unmask: Annotated[
+        bool, typer.Option("--unmask", help="Show identifying fields of the row too (they are masked).")
+    ] = False,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """One quarantine record with the row as received; identifying fields masked by default."""
+    session = open_database(db, config, must_exist=True, at_head=True)
+    dataset = lib.dataset_of(session.db, row_id)
+    identifying: set[str] = set()
+    if dataset in session.catalog.datasets:
+        ds = session.catalog.dataset(dataset)
+        identifying = {c.name for c in ds.columns if c.identifying}
+        identifying |= {normalise_name(src) for src, target in ds.renames.items() if target in identifying}
+    render.document(lib.show(session.db, row_id, identifying, unmask=unmask))
+
+
+@app.command("replay")
+def replay(
+    dataset: Annotated[str, typer.Argument(help="Dataset whose quarantined rows to replay.")],
+    run_id: RunOption = None,
+    rule: RuleOption = None,
+    ids: IdOption = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Write the replay run's report (JSON).", show_default=False)
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Re-validate open quarantined rows against today's rules and reference data; load the ones
+    that pass (one transaction, a run of its own) and mark them replayed."""
+    session = open_database(db, config, at_head=True)
+    ds = session.catalog.dataset(dataset)
+    options, _ = options_for(session.project, ds, None)
+    which = lib.Filter(dataset, run_id, rule, "open", tuple(ids or ()))
+    result, skipped = replaying.replay(session.db, ds, session.catalog, options, which, report_path=report)
+    c = result.counts
+    render.info(
+        f"replay {dataset}: run {result.run_id}: {c.rows_in} rows re-validated, {c.rows_loaded} loaded "
+        f"(marked replayed), {c.rows_quarantined} failed again (marked superseded; this run's "
+        f"quarantine has their current reasons)"
+        + (f", {c.duplicates_dropped} duplicates dropped" if c.duplicates_dropped else "")
+    )
+    if skipped:
+        render.warn(f"replay {dataset}: {skipped} rejected rows have no stored row (invalid JSON) to replay")
+    raise typer.Exit(ExitCode.OK)
+
+
+@app.command("resolve")
+def resolve(
+    note: Annotated[str, typer.Option(help="How the rows were dealt with (required).")],
+    dataset: DatasetOption = None,
+    run_id: RunOption = None,
+    rule: RuleOption = None,
+    ids: IdOption = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Mark open quarantined rows as dealt with, with a note (they are not loaded)."""
+    engine = open_database(db, config, must_exist=True, at_head=True).db
+    changed = lib.resolve(engine, lib.Filter(dataset, run_id, rule, "open", tuple(ids or ())), note)
+    render.info(f"resolved {changed} quarantine rows")

@@ -1,0 +1,211 @@
+"""``healthetl quarantine replay``: re-validate quarantined rows against today's rules and
+reference data, and load the ones that pass, in one transaction.
+
+A replay is a run of its own (command ``replay``, pipeline ``replay:<dataset>``) with the usual
+ledger, audit row, spool and rollback. Each rejected source row (all its open failure records,
+rebuilt from ``original``, the row as received) is validated again: rows that pass are merged
+into the table (appended when the dataset has no primary key) and their records marked
+``replayed``; rows that fail again get this run's failure records (the current reasons) and
+their old records are marked ``superseded``. Rows whose records are warnings only were loaded
+when they arrived and are left alone; records without a stored row (invalid JSON) cannot be
+replayed and are counted as such.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthetl.catalog import Catalog
+from healthetl.config import PipelineOptions
+from healthetl.datasets.spec import Dataset
+from healthetl.db.schema import quarantine as q
+from healthetl.errors import AccountingError, UsageError
+from healthetl.pipeline.stages import (
+    LoadResult,
+    Progress,
+    _audit_row,
+    _execute,
+    _new_result,
+    _quiet,
+    lookup_tables,
+    reference_keys,
+    table_writer,
+)
+from healthetl.pipeline.validate import Validator
+from healthetl.quarantine import Filter
+from healthetl.sources import SOURCE_FILE, SOURCE_ROW
+
+
+@dataclass
+class Candidate:
+    """One rejected source row: its lineage, the row as received, its open record ids."""
+
+    run_id: str
+    source_file: str | None
+    source_row: int | None
+    original: str | None
+    ids: list[int] = field(default_factory=list)
+    errors: bool = False
+    matches: bool = False
+
+
+def replay(
+    engine: Engine,
+    dataset: Dataset,
+    catalog: Catalog,
+    options: PipelineOptions,
+    which: Filter,
+    *,
+    progress: Progress = _quiet,
+    report_path: Path | None = None,
+) -> tuple[LoadResult, int]:
+    """Returns the replay run and how many rejected rows had no stored row to replay."""
+    if dataset.nested is not None:
+        raise UsageError(
+            f"dataset {dataset.name} is nested JSON: a record and its children cannot be replayed "
+            "row by row; load the corrected file again"
+        )
+    mode = "merge" if dataset.primary_key else "append"
+    result = _new_result(f"replay:{dataset.name}", dataset.name, mode, ["quarantine"])
+    unreplayable = 0
+
+    def body(conn: sa.Connection) -> None:
+        nonlocal unreplayable
+        chosen = _candidates(conn, dataset.name, which)
+        todo = [c for c in chosen if c.original is not None]
+        unreplayable = len(chosen) - len(todo)
+        if not todo:
+            raise UsageError(
+                f"no open quarantined rows of {dataset.name} to replay"
+                + (f" ({unreplayable} without a stored row)" if unreplayable else "")
+            )
+        _replay_into(conn, dataset, catalog, options, todo, result, mode, progress)
+
+    return _execute(
+        engine,
+        result,
+        body,
+        command="replay",
+        progress=progress,
+        inbox=False,
+        report_path=report_path,
+    ), unreplayable
+
+
+def _replay_into(
+    conn: sa.Connection,
+    dataset: Dataset,
+    catalog: Catalog,
+    options: PipelineOptions,
+    todo: list[Candidate],
+    result: LoadResult,
+    mode: str,
+    progress: Progress,
+) -> None:
+    counts, run_id = result.counts, result.run_id
+    validator = Validator(
+        dataset,
+        options,
+        reference_keys(conn, dataset, catalog),
+        lookups=lookup_tables(conn, dataset, catalog),
+    )
+    result.summary = validator.summary
+    writer = table_writer(conn, dataset, catalog, mode, result)
+    writer.prepare()
+    passed: list[int] = []
+    failed: list[int] = []
+    try:
+        for chunk in _chunks(todo, options.chunk_size):
+            batch = validator.validate(_frame(chunk))
+            writer.write(batch.clean, batch.failures)
+            errors = batch.failures.loc[batch.failures["severity"] == "error"]
+            bad = set(zip(errors["source_file"], errors["source_row"].astype("int64"), strict=True))
+            for c in chunk:
+                (failed if (c.source_file, c.source_row) in bad else passed).extend(c.ids)
+            counts.rows_read += len(chunk)
+            counts.rows_in += batch.rows_in
+            counts.rows_quarantined += batch.rows_quarantined
+            counts.rows_warned += batch.rows_warned
+            progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})
+        writer.flush()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.merge()
+    writer.finish()
+    counts.rows_loaded, counts.duplicates_dropped = writer.loaded, writer.duplicates
+    if not counts.balanced:
+        raise AccountingError(
+            f"{result.pipeline}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + quarantined "
+            f"{counts.rows_quarantined} + duplicates dropped {counts.duplicates_dropped}; nothing was loaded"
+        )
+    now = datetime.now(UTC)
+    for ids, status in ((passed, "replayed"), (failed, "superseded")):
+        for start in range(0, len(ids), 1000):
+            conn.execute(
+                q.update()
+                .where(q.c.id.in_(ids[start : start + 1000]))
+                .values(status=status, resolved_by=run_id, resolved_at=now)
+            )
+    result.audit.append(
+        _audit_row(
+            result,
+            catalog.table(dataset).name,
+            counts.rows_in,
+            writer.inserted,
+            writer.updated,
+            writer.unchanged,
+            counts.rows_quarantined,
+        )
+    )
+
+
+def _candidates(conn: sa.Connection, dataset: str, which: Filter) -> list[Candidate]:
+    """Open rejected rows of ``dataset`` (every open record of each), in the filter's scope: a
+    rule filter picks the rows that failed that rule. Rows with warnings only are not rejects."""
+    scope = Filter(dataset=dataset, run_id=which.run_id, status="open", ids=which.ids)
+    query = (
+        sa.select(q.c.id, q.c.run_id, q.c.source_file, q.c.source_row, q.c.rule, q.c.severity, q.c.original)
+        .where(*scope.where())
+        .order_by(q.c.run_id, q.c.source_file, q.c.source_row, q.c.id)
+    )
+    found: dict[tuple[str, str | None, int | None], Candidate] = {}
+    for r in conn.execute(query):
+        key = (r.run_id, r.source_file, r.source_row)
+        c = found.get(key)
+        if c is None:
+            c = found[key] = Candidate(r.run_id, r.source_file, r.source_row, r.original)
+        c.ids.append(int(r.id))
+        c.errors = c.errors or r.severity == "error"
+        c.matches = c.matches or which.rule is None or r.rule == which.rule
+        c.original = c.original or r.original
+    return [c for c in found.values() if c.errors and c.matches]
+
+
+def _chunks(todo: list[Candidate], size: int) -> Iterator[list[Candidate]]:
+    """Batches of one original run each, so (source file, source row) names one row in a batch."""
+    chunk: list[Candidate] = []
+    for c in todo:
+        if chunk and (len(chunk) >= size or chunk[-1].run_id != c.run_id):
+            yield chunk
+            chunk = []
+        chunk.append(c)
+    if chunk:
+        yield chunk
+
+
+def _frame(chunk: list[Candidate]) -> pd.DataFrame:
+    """The rows as received, with their original lineage, as the text frame a reader yields."""
+    values = [json.loads(c.original) if c.original else {} for c in chunk]
+    frame = pd.DataFrame.from_records(values).astype("str")
+    frame.insert(0, SOURCE_ROW, pd.array([c.source_row or 0 for c in chunk], dtype="int64"))
+    frame.insert(0, SOURCE_FILE, pd.Series([c.source_file or "" for c in chunk], dtype="str"))
+    return frame

@@ -1,0 +1,136 @@
+"""The quarantine's lifecycle: list and show rejected rows, resolve them by hand.
+
+A quarantine row is ``open`` until a replay loads it (``replayed``, with the replay's run id in
+``resolved_by``), a replay re-validates it and it fails again (``superseded``: the replay run
+holds its current failure records), or someone deals with it (``resolved``, with a note).
+Replaying lives in :mod:`healthetl.pipeline.replay`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthetl.db.schema import quarantine as q
+from healthetl.errors import UsageError
+
+STATUSES = ("open", "replayed", "superseded", "resolved")
+MASK = "***"
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which quarantine rows a command works on; unset fields match everything."""
+
+    dataset: str | None = None
+    run_id: str | None = None
+    rule: str | None = None
+    status: str | None = "open"
+    ids: tuple[int, ...] = ()
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        if self.status is not None and self.status not in STATUSES:
+            raise UsageError(f"--status must be one of {', '.join(STATUSES)}, not {self.status!r}")
+        out: list[sa.ColumnElement[bool]] = []
+        if self.dataset:
+            out.append(q.c.dataset == self.dataset)
+        if self.run_id:
+            out.append(q.c.run_id == self.run_id)
+        if self.rule:
+            out.append(q.c.rule == self.rule)
+        if self.status:
+            out.append(q.c.status == self.status)
+        if self.ids:
+            out.append(q.c.id.in_(self.ids))
+        return out
+
+    @property
+    def narrowed(self) -> bool:
+        return bool(self.dataset or self.run_id or self.rule or self.ids)
+
+
+LIST_COLUMNS = (
+    "id",
+    "run_id",
+    "dataset",
+    "source_file",
+    "source_row",
+    "column_name",
+    "rule",
+    "severity",
+    "reason",
+    "status",
+)
+
+
+def rows(engine: Engine, which: Filter, *, limit: int | None = 100) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, the first ``limit`` of them) without the rows' values (``original``)."""
+    cols = [q.c[c] for c in LIST_COLUMNS]
+    query = sa.select(*cols).where(*which.where()).order_by(q.c.id)
+    if limit:
+        query = query.limit(limit)
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(q).where(*which.where())).scalar_one()
+        return int(total), [dict(r._mapping) for r in conn.execute(query)]
+
+
+def summary(engine: Engine, which: Filter) -> list[dict[str, Any]]:
+    """Counts per dataset, column, rule and status: what is waiting, and why."""
+    query = (
+        sa.select(
+            q.c.dataset,
+            q.c.column_name,
+            q.c.rule,
+            q.c.status,
+            sa.func.count().label("failures"),
+        )
+        .where(*which.where())
+        .group_by(q.c.dataset, q.c.column_name, q.c.rule, q.c.status)
+        .order_by(q.c.dataset, sa.func.count().desc())
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def show(engine: Engine, row_id: int, identifying: set[str], *, unmask: bool = False) -> dict[str, Any]:
+    """One quarantine row with the row as received; identifying fields masked unless asked."""
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(q).where(q.c.id == row_id)).first()
+    if row is None:
+        raise UsageError(f"no quarantine row with id {row_id}", hint="see `healthetl quarantine list`")
+    out = dict(row._mapping)
+    for key in ("resolved_at",):
+        if isinstance(out.get(key), datetime):
+            out[key] = out[key].isoformat(timespec="seconds")
+    original = json.loads(out["original"]) if out.get("original") else None
+    if isinstance(original, dict) and not unmask:
+        original = {k: (MASK if k in identifying and v is not None else v) for k, v in original.items()}
+    out["original"] = original
+    return out
+
+
+def resolve(engine: Engine, which: Filter, note: str) -> int:
+    """Mark the matching open rows ``resolved`` with ``note``; returns how many changed."""
+    if not note.strip():
+        raise UsageError("--note must say how the rows were dealt with")
+    if not which.narrowed:
+        raise UsageError("say which rows: --id, --run-id, --dataset or --rule")
+    which = Filter(which.dataset, which.run_id, which.rule, "open", which.ids)
+    with engine.begin() as conn:
+        done = conn.execute(
+            q.update()
+            .where(*which.where())
+            .values(status="resolved", note=note.strip(), resolved_at=datetime.now(UTC))
+        )
+    return int(done.rowcount or 0)
+
+
+def dataset_of(engine: Engine, row_id: int) -> str | None:
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(q.c.dataset).where(q.c.id == row_id)).scalar()
+    return str(found) if found is not None else None
