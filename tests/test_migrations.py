@@ -35,6 +35,25 @@ def test_upgrade_downgrade_round_trip(cli, db_url: str) -> None:
     assert HEALTHETL_TABLES <= _tables(db_url)
 
 
+def test_every_foreign_key_column_is_indexed(cli, db_url: str) -> None:
+    """A parent's delete or key change checks its children by index, not by scanning them."""
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    engine = sa.create_engine(db_url)
+    inspector = sa.inspect(engine)
+    unindexed = []
+    for table in inspector.get_table_names():
+        leading = {tuple(i["column_names"][:1]) for i in inspector.get_indexes(table)}
+        leading |= {tuple(u["column_names"][:1]) for u in inspector.get_unique_constraints(table)}
+        leading.add(tuple(inspector.get_pk_constraint(table)["constrained_columns"][:1]))
+        for fk in inspector.get_foreign_keys(table):
+            if tuple(fk["constrained_columns"][:1]) not in leading:
+                unindexed.append(f"{table}.{fk['constrained_columns'][0]}")
+    tables = set(inspector.get_table_names())
+    engine.dispose()
+    assert {"appointments", "synthea_encounters"} <= tables
+    assert unindexed == []
+
+
 def test_models_and_migrations_do_not_drift(db_url: str) -> None:
     """`alembic check`: autogenerate against a migrated database finds nothing to do."""
     from healthetl.db import engine as db_engine

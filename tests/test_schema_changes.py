@@ -86,6 +86,7 @@ def test_key_unique_and_reference_changes_are_drift_and_get_a_revision(
     assert result.exit_code == 0, result.output
     text = next(p for p in (tmp_path / "migrations").glob("*keys.py")).read_text()
     assert "create_primary_key('pk_beds'" in text and "uq_beds_code" in text and "fk_beds_ward_wards" in text
+    assert "create_index('ix_beds_ward'" in text  # the reference's column is indexed
     assert cli("db", "upgrade", "--db", db_url).exit_code == 0
     assert _pk(db_url, "beds") == ["bed"]
     # an append of an existing key now fails whole instead of creating a duplicate
@@ -99,6 +100,35 @@ def test_key_unique_and_reference_changes_are_drift_and_get_a_revision(
     assert heads.exit_code == 0
     assert cli("db", "downgrade", "project@-1", "--db", db_url).exit_code == 0
     assert _pk(db_url, "beds") == []
+
+
+def test_a_missing_index_warns_but_does_not_block_and_gets_a_revision(
+    cli, tmp_path: Path, db_url: str
+) -> None:
+    """A database migrated before references were indexed: loads go on, with a warning that
+    names the index, and `db revision` writes the index alone."""
+    cfg = _setup(cli, tmp_path, db_url, "1,North,a\n")
+    cfg.write_text(AFTER.replace('mode = "append"', 'mode = "merge"'), encoding="utf-8")
+    assert cli("db", "revision", "-m", "keys", "--db", db_url).exit_code == 0
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_beds_ward"))
+    engine.dispose()
+    result = cli("run", "--db", db_url, "--pipeline", "beds")
+    assert result.exit_code == 0, result.output
+    assert "new index on beds (ward)" in result.output and "db revision" in result.output
+    current = cli("db", "current", "--db", db_url)
+    assert "new index on beds (ward)" in current.output
+    result = cli("db", "revision", "-m", "index", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    text = next(p for p in (tmp_path / "migrations").glob("*index.py")).read_text()
+    assert "create_index('ix_beds_ward'" in text and "create_table" not in text
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    engine = sa.create_engine(db_url)
+    assert "ix_beds_ward" in {i["name"] for i in sa.inspect(engine).get_indexes("beds")}
+    engine.dispose()
+    assert "new index" not in cli("run", "--db", db_url, "--pipeline", "beds").output
 
 
 def test_rows_that_break_a_new_constraint_refuse_the_upgrade(cli, tmp_path: Path, db_url: str) -> None:

@@ -97,8 +97,10 @@ def summary(engine: Engine, which: Filter) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def show(engine: Engine, row_id: int, identifying: set[str], *, unmask: bool = False) -> dict[str, Any]:
-    """One quarantine row with the row as received; identifying fields masked unless asked."""
+def show(engine: Engine, row_id: int, visible: set[str], *, unmask: bool = False) -> dict[str, Any]:
+    """One quarantine row with the row as received. Unless asked, only the fields in ``visible``
+    (the dataset's declared, non-identifying columns) are shown: identifying ones are masked, and so
+    is every field the dataset does not declare (an SSN column left unused is still a patient's)."""
     with engine.connect() as conn:
         row = conn.execute(sa.select(q).where(q.c.id == row_id)).first()
     if row is None:
@@ -109,7 +111,7 @@ def show(engine: Engine, row_id: int, identifying: set[str], *, unmask: bool = F
             out[key] = out[key].isoformat(timespec="seconds")
     original = json.loads(out["original"]) if out.get("original") else None
     if isinstance(original, dict) and not unmask:
-        original = {k: (MASK if k in identifying and v is not None else v) for k, v in original.items()}
+        original = {k: (v if k in visible or v is None else MASK) for k, v in original.items()}
     out["original"] = original
     return out
 

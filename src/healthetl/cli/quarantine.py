@@ -65,20 +65,24 @@ def list_rows(
 def show(
     row_id: Annotated[int, typer.Argument(help="The quarantine row's id (see `quarantine list`).")],
     unmask: Annotated[
-        bool, typer.Option("--unmask", help="Show identifying fields of the row too (they are masked).")
+        bool,
+        typer.Option(
+            "--unmask", help="Show identifying and undeclared fields of the row too (they are masked)."
+        ),
     ] = False,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """One quarantine record with the row as received; identifying fields masked by default."""
+    """One quarantine record with the row as received; identifying fields, and fields the dataset
+    does not declare, masked by default."""
     session = open_database(db, config, must_exist=True, at_head=True)
     dataset = lib.dataset_of(session.db, row_id)
-    identifying: set[str] = set()
+    visible: set[str] = set()
     if dataset in session.catalog.datasets:
         ds = session.catalog.dataset(dataset)
-        identifying = {c.name for c in ds.columns if c.identifying}
-        identifying |= {normalise_name(src) for src, target in ds.renames.items() if target in identifying}
-    render.document(lib.show(session.db, row_id, identifying, unmask=unmask))
+        visible = {c.name for c in ds.columns if not c.identifying}
+        visible |= {normalise_name(src) for src, target in ds.renames.items() if target in visible}
+    render.document(lib.show(session.db, row_id, visible, unmask=unmask))
 
 
 @app.command("replay")

@@ -67,6 +67,11 @@ def configure_logging(log_file: str | None) -> None:
         fh = logging.FileHandler(log_file, encoding="utf-8")
         fh.setFormatter(fmt)
         log.addHandler(fh)
+    # the driver's own notes (e.g. "error ignored terminating <psycopg.Copy>" after a lost
+    # connection) are detail behind the one error line: the log file keeps them, stderr does not
+    driver = logging.getLogger("psycopg")
+    driver.handlers = list(log.handlers) or [logging.NullHandler()]
+    driver.propagate = False
     if not sys.stderr.isatty():
         sh = logging.StreamHandler(sys.stderr)
         sh.setFormatter(fmt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -292,8 +293,14 @@ def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hi
     ensure_declarations_match(engine, catalog)
 
 
-def declaration_drift(engine: Engine, catalog: Catalog | None) -> list[str]:
-    """How the project's declared tables differ from the database (empty: they match)."""
+def declaration_drift(engine: Engine, catalog: Catalog | None, *, indexes: bool = True) -> list[str]:
+    """How the project's declared tables differ from the database (empty: they match).
+    ``indexes=False`` leaves out indexes added or removed: they change speed, not what loads."""
+    return [text for text, index_only in _drift(engine, catalog) if indexes or not index_only]
+
+
+def _drift(engine: Engine, catalog: Catalog | None) -> list[tuple[str, bool]]:
+    """(description, whether it is only an index) for each difference."""
     if catalog is None or not catalog.project_tables:
         return []
     include = catalog.project_tables
@@ -304,8 +311,9 @@ def declaration_drift(engine: Engine, catalog: Catalog | None) -> list[str]:
         )
         diffs = compare_metadata(ctx, catalog.metadata)
         keys = primary_key_changes(conn, catalog.metadata, include)
-    return [_describe(d) for d in diffs] + [
-        f"primary key of {table} changed ({', '.join(old) or 'none'} -> {', '.join(new) or 'none'})"
+    index_ops = ("add_index", "remove_index")
+    return [(_describe(d), isinstance(d, tuple) and d[0] in index_ops) for d in diffs] + [
+        (f"primary key of {table} changed ({', '.join(old) or 'none'} -> {', '.join(new) or 'none'})", False)
         for table, old, new, _ in keys
     ]
 
@@ -367,7 +375,15 @@ def _primary_key_directives(context: Any, revision: Any, directives: list[Any]) 
 
 
 def ensure_declarations_match(engine: Engine, catalog: Catalog | None) -> None:
-    drift = declaration_drift(engine, catalog)
+    """Refuse to load into tables that differ from their declarations. A missing or extra index
+    does not block (`db current` lists it, `db revision` writes it)."""
+    found = _drift(engine, catalog)
+    for text, _ in (f for f in found if f[1]):
+        logging.getLogger("healthetl").warning(
+            f"declared datasets differ from the database: {text} "
+            '(`healthetl db revision -m "indexes"` writes the migration)'
+        )
+    drift = [text for text, index_only in found if not index_only]
     if drift:
         shown = "; ".join(drift[:4]) + (f"; and {len(drift) - 4} more" if len(drift) > 4 else "")
         raise DatabaseError(

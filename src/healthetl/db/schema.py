@@ -154,6 +154,7 @@ loaded_files = sa.Table(
     sa.Column("loaded_at", sa.DateTime(timezone=True), nullable=False),
     comment="Files an inbox pipeline has loaded, by content: a re-delivered file is skipped.",
 )
+sa.Index("ix_loaded_files_run_id", loaded_files.c.run_id)
 
 etl_audit_log = sa.Table(
     "etl_audit_log",

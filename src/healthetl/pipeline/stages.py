@@ -500,8 +500,9 @@ def _execute_body(
         _write_report(report_path, result)
         raise
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
-        orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-        text = first_line(orig or exc)
+        cause = _first_database_error(exc)
+        orig = cause.orig if isinstance(cause, sa.exc.DBAPIError) else cause
+        text = first_line(orig or cause)
         message = f"{name}: load failed, nothing was written: {text}"
         if not _try_record_failure(engine, result, message):
             message += " (the database could not be reached to record the run as failed)"
@@ -516,6 +517,8 @@ def _execute_body(
             hint = "rows with these keys are already loaded: use --mode merge or replace"
         elif "foreign key" in text.lower():
             hint = "other tables still reference rows this load would remove"
+        elif isinstance(orig, psycopg.OperationalError):
+            hint = "the server ended the connection (restart, shutdown, network); run again when it is back"
         raise DatabaseError(message, hint=hint) from None
     except BaseException as exc:
         message = str(exc) if isinstance(exc, HealthetlError) else f"{type(exc).__name__}: {exc}"
@@ -796,6 +799,20 @@ def _remember_files(conn: sa.Connection, result: LoadResult) -> None:
     fresh = {r["file_sha256"]: r for r in rows if r["file_sha256"] not in existing}
     if fresh:
         conn.execute(loaded_files.insert(), list(fresh.values()))
+
+
+def _first_database_error(exc: BaseException) -> BaseException:
+    """The database error that started it: when the server ends a session (a restart), the
+    rollback that follows fails too ("the connection is lost") and hides the cause
+    ("terminating connection due to administrator command") in its ``__context__``."""
+    first, seen = exc, {id(exc)}
+    context = exc.__context__
+    while context is not None and id(context) not in seen:
+        seen.add(id(context))
+        if isinstance(context, sa.exc.DBAPIError | psycopg.Error):
+            first = context
+        context = context.__context__
+    return first
 
 
 def _release(engine: Engine, raw: list[Any]) -> None:
