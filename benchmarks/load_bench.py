@@ -168,7 +168,15 @@ def run_healthetl_sqlite(url: str, csv_path: str) -> dict[str, float]:
     }
 
 
+def run_healthetl_keys_in_memory(url: str, csv_path: str) -> dict[str, float]:
+    """The same load with the whole key history in memory (no spill to disk): the baseline of
+    the spill's memory (HEALTHETL_KEYS_IN_MEMORY)."""
+    os.environ["HEALTHETL_KEYS_IN_MEMORY"] = str(10**12)
+    return run_healthetl(url, csv_path)
+
+
 CONTENDERS = {
+    "healthetl_keys_in_memory": run_healthetl_keys_in_memory,
     "healthetl_sqlite": run_healthetl_sqlite,
     "healthetl": run_healthetl,
     "raw_copy": run_raw_copy,
@@ -263,6 +271,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per contender (median shown)")
     parser.add_argument("--skip-to-sql", action="store_true", help="skip the slow pandas baseline")
     parser.add_argument("--sqlite", action="store_true", help="also load into SQLite (same rows)")
+    parser.add_argument(
+        "--keys-baseline", action="store_true", help="also load with every key held in memory (no spill)"
+    )
     parser.add_argument("--child")
     parser.add_argument("--url")
     parser.add_argument("--csv")
@@ -282,6 +293,7 @@ def main() -> None:
         names = ["raw_copy", "raw_copy_typed", "healthetl"]
         names += [] if args.skip_to_sql else ["to_sql"]
         names += ["healthetl_sqlite"] if args.sqlite else []
+        names += ["healthetl_keys_in_memory"] if args.keys_baseline else []
         results: dict[str, list[dict[str, float]]] = {n: [] for n in names}
         for _ in range(args.repeat):
             for n in names:
@@ -302,6 +314,7 @@ def main() -> None:
         "healthetl": "healthetl extract+validate+load (typed+PK+FK)",
         "to_sql": "(b) pandas read_csv + to_sql",
         "healthetl_sqlite": "healthetl into SQLite (same rows)",
+        "healthetl_keys_in_memory": "healthetl, every key in memory (no spill)",
     }
     for n in names:
         secs = statistics.median(r["seconds"] for r in results[n])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from healthetl.sources import readers
+from tests.conftest import APPOINTMENTS_HEADER, appointments_csv, subprocess_env
 
 HEADER = "booking_id,patient_id,doctor_id,booking_date,status\n"
 
@@ -221,3 +224,53 @@ def test_utf16_reads_with_its_encoding_and_formulas_are_never_run(cli, tmp_path:
     # formulas: their cached values only (none here), never computed; formula-like text stays text
     assert rows.loc[0, "name"] != "2" and "HYPERLINK" not in rows.loc[0, "specialty"]
     assert rows.loc[1, "specialty"] == "=cmd|' /C calc'!A0"
+
+
+_PEAK = """
+import atexit, sys
+def _peak():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            sys.stderr.write("PEAK_KB " + line.split()[1] + "\\n")
+atexit.register(_peak)
+from healthetl.cli import main
+sys.argv = ["healthetl", *sys.argv[1:]]
+main()
+"""
+
+
+def _peak_mb(*args: str) -> tuple[int, float]:
+    """Exit code and peak RSS of one healthetl command in a process of its own."""
+    done = subprocess.run(
+        [sys.executable, "-c", _PEAK, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=subprocess_env(),
+    )
+    kb = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK_KB")]
+    assert kb, done.stderr
+    return done.returncode, kb[-1] / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+def test_hostile_inputs_stay_within_the_memory_of_a_clean_file(tmp_path: Path) -> None:
+    rows = 200_000
+    clean = appointments_csv(tmp_path / "clean.csv", rows)
+    quoted = tmp_path / "stray_quotes.csv"  # a stray quote inside a value on every 1,000th line
+    lines = clean.read_text(encoding="utf-8").splitlines(keepends=True)
+    for i in range(1, len(lines), 1000):
+        lines[i] = lines[i].replace("confirmed", 'confirmed 12" tube')
+    quoted.write_text("".join(lines), encoding="utf-8")
+    one_line = tmp_path / "one_line.csv"  # 20 MB and no line break
+    one_line.write_text("x," * 10_000_000, encoding="utf-8")
+    big_field = tmp_path / "big_field.csv"  # a 10 MB quoted field
+    big_field.write_text(
+        APPOINTMENTS_HEADER + '1,2,100,2025-10-20,"' + "y" * 10_000_000 + '"\n', encoding="utf-8"
+    )
+    code, baseline = _peak_mb("validate", "appointments", str(clean))
+    assert code == 0
+    for path, expected in ((quoted, 1), (one_line, 3), (big_field, 1)):
+        code, peak = _peak_mb("validate", "appointments", str(path))
+        assert code == expected, path.name
+        assert peak < baseline + 150, f"{path.name}: {peak:.0f} MB against {baseline:.0f} MB for a clean file"

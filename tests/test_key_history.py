@@ -1,0 +1,73 @@
+"""A run's key history beyond its memory budget moves to a scratch file on disk: duplicates are
+still found wherever the first occurrence was, and the run's results are the same."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import APPOINTMENTS_HEADER, VIP
+
+#: (line, booking id) of the repeated keys: early keys repeated late, after several spills
+REPEATS = {4502: 10, 4800: 2500, 5001: 4999, 3001: 3000}
+
+
+def _file(path: Path) -> Path:
+    lines = [f"{i},{i % 500},{100 + i % 5},2025-10-20,confirmed\n" for i in range(1, 5001)]
+    for line, booking in sorted(REPEATS.items()):
+        lines.insert(line - 2, f"{booking},7,100,2025-10-21,confirmed\n")
+    path.write_text(APPOINTMENTS_HEADER + "".join(lines), encoding="utf-8")
+    return path
+
+
+def _run(cli, folder: Path, url: str) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+    _file(folder / "a.csv")
+    cfg = folder / "healthetl.toml"
+    cfg.write_text(
+        '[[pipelines]]\nname = "appointments"\ndataset = "appointments"\n'
+        'source = "a.csv"\nchunk_size = 400\n',
+        encoding="utf-8",
+    )
+    assert cli("db", "upgrade", "--db", url).exit_code == 0
+    assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", url).exit_code == 0
+    result = cli("run", "--config", cfg, "--db", url)
+    assert result.exit_code == 0, result.output
+    listed = cli("quarantine", "list", "-f", "json", "--rule", "duplicate_key", "--config", cfg, "--db", url)
+    return sorted((int(r["source_row"]), r["rule"]) for r in json.loads(listed.stdout))
+
+
+def _repeated_lines(path: Path) -> list[int]:
+    """The oracle: data rows (numbered from 1, as `source_row`) whose booking id came earlier."""
+    seen: set[str] = set()
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()[1:], start=1):
+        key = line.split(",")[0]
+        if key in seen:
+            out.append(number)
+        seen.add(key)
+    return out
+
+
+def test_duplicates_are_found_across_the_memory_budget(
+    cli, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "spill").mkdir()
+    monkeypatch.setenv("HEALTHETL_KEYS_IN_MEMORY", "1000")  # spills every few batches
+    spilled = _run(cli, tmp_path / "spill", sqlite_url)
+    assert spilled == [(line, "duplicate_key") for line in _repeated_lines(tmp_path / "spill" / "a.csv")]
+    assert len(spilled) == len(REPEATS)
+    monkeypatch.delenv("HEALTHETL_KEYS_IN_MEMORY")
+    (tmp_path / "memory").mkdir()
+    assert _run(cli, tmp_path / "memory", f"sqlite:///{tmp_path / 'memory' / 'm.db'}") == spilled
+
+
+def test_a_bad_budget_is_one_line(
+    cli, tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEALTHETL_KEYS_IN_MEMORY", "lots")
+    assert cli("db", "upgrade", "--db", sqlite_url).exit_code == 0
+    result = cli("validate", "appointments", _file(tmp_path / "a.csv"))
+    assert result.exit_code == 2, result.output
+    assert "HEALTHETL_KEYS_IN_MEMORY" in result.output and "Traceback" not in result.output
