@@ -279,6 +279,10 @@ def main() -> None:
     parser.add_argument("--csv")
     args = parser.parse_args()
     if args.child:
+        if args.child.startswith("healthetl"):
+            from healthetl.sources.readers import bound_arrow_memory
+
+            bound_arrow_memory()  # as the command line does
         print(json.dumps(CONTENDERS[args.child](args.url, args.csv)))
         return
 

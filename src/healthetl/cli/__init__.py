@@ -107,5 +107,8 @@ app.add_typer(quarantine.app, name="quarantine")
 
 
 def main() -> None:
+    from healthetl.sources.readers import bound_arrow_memory
+
     interrupts.install()  # SIGTERM ends a run like Ctrl-C: rolled back, recorded
+    bound_arrow_memory()  # the process is ours: Arrow frees chunks as the stream moves on
     app()

@@ -430,7 +430,7 @@ _TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
     ),
 }
 #: in a LookupTable: this natural key matches more than one row
-AMBIGUOUS = "\x01"
+AMBIGUOUS = "\x01"  # a lookup key matching more than one row (and the prefix of its marked id)
 
 
 @dataclass
@@ -542,7 +542,7 @@ def compile_dataset(
             )
             add(
                 pa.Check(
-                    lambda s: ~s.str.startswith(AMBIGUOUS_PREFIX).fillna(False),
+                    lambda s: ~s.str.startswith(AMBIGUOUS).fillna(False),
                     element_wise=False,
                     name="healthetl_ambiguous",
                 ),
@@ -712,7 +712,6 @@ def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
 
 
 UNRESOLVED = "\x00"  # prefix of a lookup id that matched nothing (followed by the key)
-AMBIGUOUS_PREFIX = "\x01"  # prefix of a lookup id that matched more than one row
 
 
 def _default(col: Column) -> str:
@@ -741,7 +740,7 @@ def _apply_lookups(frame: pd.DataFrame, lookups: Mapping[str, LookupTable]) -> p
             if found is None:
                 ids.append(UNRESOLVED + text)
             elif found == AMBIGUOUS:
-                ids.append(AMBIGUOUS_PREFIX + text)
+                ids.append(AMBIGUOUS + text)
             else:
                 ids.append(found)
         frame[column] = pd.Series(ids, index=frame.index, dtype="str")

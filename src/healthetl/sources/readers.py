@@ -27,18 +27,20 @@ SOURCE_ROW = "_source_row"
 LINEAGE = (SOURCE_FILE, SOURCE_ROW)
 
 
-def _bounded_arrow_memory() -> None:
+def bound_arrow_memory() -> None:
     """Use jemalloc with immediate decay for Arrow buffers: chunks are freed back to the
     system as the stream moves on, so peak memory stays flat as files grow (measured in
-    benchmarks/load_bench.py; mimalloc, the default, keeps freed pages)."""
+    benchmarks/load_bench.py; mimalloc, the default, keeps freed pages).
+
+    A process-wide switch, so the command line makes it (it owns its process) and importing
+    healthetl never does: a program using the library (a notebook, a scheduler's worker) calls
+    this itself if it wants the same bound."""
     try:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
         pa.jemalloc_set_decay_ms(0)
     except (NotImplementedError, pa.ArrowNotImplementedError):  # a build without jemalloc
         pass
 
-
-_bounded_arrow_memory()
 
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls", ".xlsb", ".ods"}
 
