@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.conftest import subprocess_env
+import pytest
+
+from tests.conftest import REPO, VIP, appointments_csv, subprocess_env
 
 
 def test_importing_healthetl_leaves_the_process_settings_alone() -> None:
@@ -18,3 +22,48 @@ def test_importing_healthetl_leaves_the_process_settings_alone() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True"]
+
+
+def test_import_healthetl_is_cheap() -> None:
+    """`import healthetl` loads neither pandas nor SQLAlchemy: the API is imported on first use."""
+    code = (
+        "import sys, healthetl\n"
+        "print(sorted(m for m in ('pandas', 'sqlalchemy', 'pandera') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_run_validate_and_load_from_python(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import healthetl
+    from healthetl.errors import DataContractError, UsageError
+
+    url = f"sqlite:///{tmp_path / 'clinic.db'}"
+    config = REPO / "examples" / "vip-healthtech" / "healthetl.toml"
+    with caplog.at_level(logging.INFO, logger="healthetl"):
+        result = healthetl.run(config, db=url)
+    assert [r.status for r in result.results] == ["succeeded"] * len(result.results)
+    loaded = {r.pipeline: r.counts for r in result.results}
+    assert loaded and all(
+        c.rows_in == c.rows_loaded + c.rows_quarantined + c.duplicates_dropped for c in loaded.values()
+    )
+    assert any("started" in m for m in caplog.messages)  # progress as log records
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # never printed
+
+    checked = healthetl.validate("appointments", VIP / "appointments.xlsx", config=config, db=url)
+    assert checked.summary.rows_in > 0 and checked.summary.rows_quarantined > 0
+    more = tmp_path / "more.csv"
+    appointments_csv(more, 20, first=900_000)
+    again = healthetl.load("appointments", more, db=url, mode="append")
+    assert again.status == "succeeded" and again.counts.rows_loaded == 20
+    with pytest.raises(UsageError, match="mode must be one of"):
+        healthetl.load("appointments", more, db=url, mode="upsert")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("booking_id,patient_id,doctor_id,booking_date,status\n1,x,999,nope,??\n", encoding="utf-8")
+    with pytest.raises(DataContractError):  # the quality gate failed: nothing loaded
+        healthetl.load("appointments", bad, db=url, mode="append")
+    assert capsys.readouterr().out == ""

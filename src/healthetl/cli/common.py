@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.engine import Engine
 
-from healthetl.catalog import Catalog, catalog_for
-from healthetl.config import PipelineOptions, Project, load_project, resolve_database_url
-from healthetl.datasets.spec import Dataset
-from healthetl.db import engine as db_engine
-from healthetl.db import migrate
 from healthetl.errors import UsageError
+from healthetl.session import Session, open_database, open_project, options_for
 
 DbOption = Annotated[
     str | None,
@@ -46,56 +40,5 @@ def check_format(fmt: str, allowed: tuple[str, ...] = ("table", "csv", "json")) 
     return fmt
 
 
-@dataclass
-class Session:
-    """What a command works with: the project, its catalog of datasets, and (maybe) a database."""
-
-    project: Project
-    catalog: Catalog
-    engine: Engine | None = None
-    url: str | None = None
-
-    @property
-    def db(self) -> Engine:
-        assert self.engine is not None
-        return self.engine
-
-
-def open_project(config: Path | None) -> Session:
-    project = load_project(config)
-    return Session(project, catalog_for(project))
-
-
-def open_database(
-    db: str | None, config: Path | None, *, must_exist: bool = False, at_head: bool = False
-) -> Session:
-    session = open_project(config)
-    url = resolve_database_url(db, session.project)
-    engine = db_engine.create(url, must_exist=must_exist)
-    db_engine.check_connection(engine)
-    if at_head:
-        hint = f" --db {db_engine.mask_url(url)}" if db else ""
-        migrate.ensure_at_head(engine, session.catalog, db_flag_hint=hint)
-    session.engine, session.url = engine, url
-    return session
-
-
-def options_for(
-    project: Project, dataset: Dataset, pipeline: str | None, sheet: str | None = None
-) -> tuple[PipelineOptions, str | None]:
-    """Options of the named pipeline, or of the project's only pipeline of this dataset."""
-    chosen = None
-    if pipeline:
-        chosen = project.pipeline(pipeline)
-        if chosen.dataset != dataset.name:
-            raise UsageError(f"pipeline {pipeline!r} loads dataset {chosen.dataset!r}, not {dataset.name!r}")
-    else:
-        matching = [p for p in project.pipelines if p.dataset == dataset.name]
-        if len(matching) == 1:
-            chosen = matching[0]
-    options = chosen.options if chosen else PipelineOptions()
-    if sheet is not None:
-        from dataclasses import replace
-
-        options = replace(options, sheet=sheet)
-    return options, (chosen.name if chosen else None)
+# a project, its catalog and its database, resolved once per command (library: healthetl.session)
+__all__ = ["Session", "open_database", "open_project", "options_for"]

@@ -1,0 +1,146 @@
+"""The Python API: the command line's main stages as functions.
+
+    import healthetl
+    result = healthetl.run("examples/vip-healthtech/healthetl.toml", db="sqlite:///clinic.db")
+    for loaded in result.results:
+        print(loaded.pipeline, loaded.status, loaded.counts.rows_loaded)
+
+Each call resolves the project and the database as the command line does (``db`` argument,
+``HEALTHETL_DATABASE_URL``, ``healthetl.toml``, the SQLite default), returns the result object
+the command line renders, and raises a :class:`healthetl.errors.HealthetlError` subclass where
+the command line would exit non-zero (``DataContractError`` for a failed gate, ``SourceError``,
+``DatabaseError``, ...). Nothing is printed: progress goes to the ``healthetl`` logger (INFO).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from healthetl.config import LOAD_MODES
+from healthetl.errors import UsageError
+from healthetl.pipeline import stages
+from healthetl.pipeline.run import RunResult
+from healthetl.pipeline.run import run as run_pipelines
+from healthetl.pipeline.stages import LoadResult, ValidateResult
+from healthetl.session import open_database, open_project, options_for
+
+log = logging.getLogger("healthetl")
+
+
+def _log_progress(event: str, info: dict[str, Any]) -> None:
+    """Progress events as log records (the command line renders the same events itself)."""
+    pipeline = info.get("pipeline", "")
+    if event == "start":
+        log.info("%s: run %s started", pipeline, info.get("run_id"))
+    elif event == "batch":
+        log.info("%s: %s rows processed", pipeline, info.get("rows"))
+    elif event == "done":
+        log.info("%s: %s", pipeline, info.get("status"))
+    elif event == "upgraded":
+        log.info("database upgraded from %s to %s", info.get("from") or "empty", info.get("to"))
+    elif event == "idle":
+        log.info("%s: inbox empty, nothing to do", pipeline)
+
+
+def _path(config: str | Path | None) -> Path | None:
+    return Path(config) if config is not None else None
+
+
+def run(
+    config: str | Path | None = None,
+    *,
+    db: str | None = None,
+    pipelines: Sequence[str] | None = None,
+    force: bool = False,
+    full_refresh: bool = False,
+    report: str | Path | None = None,
+) -> RunResult:
+    """Every pipeline of the project file (or those named), dependencies first, migrating the
+    database first if needed: ``healthetl run``."""
+    session = open_database(db, _path(config))
+    try:
+        return run_pipelines(
+            session.db,
+            session.project,
+            list(pipelines) if pipelines else None,
+            progress=_log_progress,
+            force=force,
+            full_refresh=full_refresh,
+            report_path=Path(report) if report is not None else None,
+        )
+    finally:
+        session.db.dispose()
+
+
+def validate(
+    dataset: str,
+    source: str | Path,
+    *,
+    config: str | Path | None = None,
+    db: str | None = None,
+    pipeline: str | None = None,
+    output: str | Path | None = None,
+    rejects: str | Path | None = None,
+) -> ValidateResult:
+    """Standardise and validate a file with the dataset's rules: ``healthetl validate``. With
+    ``db``, references are checked against the loaded tables. The summary counts the rows; a
+    file whose rows fail is a result, not an error."""
+    session = (
+        open_database(db, _path(config), must_exist=True, at_head=True) if db else open_project(_path(config))
+    )
+    try:
+        ds = session.catalog.dataset(dataset)
+        options, _ = options_for(session.project, ds, pipeline)
+        return stages.validate(
+            ds,
+            str(source),
+            options,
+            clean_output=str(output) if output is not None else None,
+            rejects_output=str(rejects) if rejects is not None else None,
+            engine=session.engine,
+            catalog=session.catalog,
+        )
+    finally:
+        if session.engine is not None:
+            session.engine.dispose()
+
+
+def load(
+    dataset: str,
+    source: str | Path | Sequence[str | Path],
+    *,
+    config: str | Path | None = None,
+    db: str | None = None,
+    pipeline: str | None = None,
+    mode: str | None = None,
+    force: bool = False,
+    snapshot_date: str | None = None,
+) -> LoadResult:
+    """Validate and load one or more files of a dataset in one transaction: ``healthetl load``.
+    The database must be migrated (``healthetl db upgrade``, or :func:`run`)."""
+    session = open_database(db, _path(config), at_head=True)
+    try:
+        ds = session.catalog.dataset(dataset)
+        options, name = options_for(session.project, ds, pipeline)
+        if mode is not None and mode not in LOAD_MODES:
+            raise UsageError(f"mode must be one of {', '.join(LOAD_MODES)}, not {mode!r}")
+        if snapshot_date is not None:
+            options = replace(options, snapshot_date=snapshot_date)
+        paths = [source] if isinstance(source, str | Path) else list(source)
+        return stages.load(
+            session.db,
+            ds,
+            [stages.Source(path=str(p)) for p in paths],
+            options,
+            mode=mode,
+            pipeline=name,
+            catalog=session.catalog,
+            force=force,
+            progress=_log_progress,
+        )
+    finally:
+        session.db.dispose()
