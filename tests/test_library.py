@@ -39,7 +39,7 @@ def test_run_validate_and_load_from_python(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     import healthetl
-    from healthetl.errors import DataContractError, UsageError
+    from healthetl.errors import QualityGateError, UsageError
 
     url = f"sqlite:///{tmp_path / 'clinic.db'}"
     config = REPO / "examples" / "vip-healthtech" / "healthetl.toml"
@@ -64,6 +64,6 @@ def test_run_validate_and_load_from_python(
         healthetl.load("appointments", more, db=url, mode="upsert")
     bad = tmp_path / "bad.csv"
     bad.write_text("booking_id,patient_id,doctor_id,booking_date,status\n1,x,999,nope,??\n", encoding="utf-8")
-    with pytest.raises(DataContractError):  # the quality gate failed: nothing loaded
+    with pytest.raises(QualityGateError):  # nothing loaded
         healthetl.load("appointments", bad, db=url, mode="append")
     assert capsys.readouterr().out == ""

@@ -8,7 +8,7 @@
 Each call resolves the project and the database as the command line does (``db`` argument,
 ``HEALTHETL_DATABASE_URL``, ``healthetl.toml``, the SQLite default), returns the result object
 the command line renders, and raises a :class:`healthetl.errors.HealthetlError` subclass where
-the command line would exit non-zero (``DataContractError`` for a failed gate, ``SourceError``,
+the command line would exit non-zero (``QualityGateError`` for a failed gate, ``SourceError``,
 ``DatabaseError``, ...). Nothing is printed: progress goes to the ``healthetl`` logger (INFO).
 """
 

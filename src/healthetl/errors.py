@@ -11,7 +11,9 @@ The exit codes are the contract CI jobs rely on:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -67,6 +69,15 @@ class DataContractError(HealthetlError):
     """The batch as a whole broke its contract (e.g. a required column is missing)."""
 
     exit_code = ExitCode.DATA_FAILED
+
+
+class QualityGateError(DataContractError):
+    """A batch-level check of error severity failed: the load was rolled back. ``checks`` holds
+    the batch's check results (``healthetl.pipeline.layers.CheckResult``)."""
+
+    def __init__(self, message: str, checks: Sequence[Any]) -> None:
+        super().__init__(message)
+        self.checks = list(checks)
 
 
 class AccountingError(HealthetlError):

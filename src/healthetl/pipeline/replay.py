@@ -34,8 +34,8 @@ from healthetl.pipeline.stages import (
     _audit_row,
     _execute,
     _new_result,
-    _quiet,
     lookup_tables,
+    quiet,
     reference_keys,
     table_writer,
 )
@@ -64,7 +64,7 @@ def replay(
     options: PipelineOptions,
     which: Filter,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     report_path: Path | None = None,
 ) -> tuple[LoadResult, int]:
     """Returns the replay run and how many rejected rows had no stored row to replay."""

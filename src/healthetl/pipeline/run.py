@@ -13,15 +13,14 @@ from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
 from healthetl.db import migrate
 from healthetl.db.schema import etl_runs
-from healthetl.errors import SourceError, UsageError
+from healthetl.errors import QualityGateError, SourceError, UsageError
 from healthetl.pipeline.stages import (
     LoadResult,
     Progress,
-    QualityGateError,
     Source,
-    _quiet,
     load,
     load_batch,
+    quiet,
     write_report,
 )
 
@@ -66,7 +65,7 @@ def run(
     project: Project,
     selected: list[str] | None = None,
     *,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     force: bool = False,
     full_refresh: bool = False,
     from_raw: str | None = None,

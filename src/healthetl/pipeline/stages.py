@@ -25,8 +25,8 @@ from healthetl.db.engine import first_line
 from healthetl.errors import (
     AccountingError,
     DatabaseError,
-    DataContractError,
     HealthetlError,
+    QualityGateError,
     SourceError,
     UsageError,
 )
@@ -39,7 +39,7 @@ from healthetl.sources import SOURCE_FILE, SOURCE_ROW, open_writer, read_frames
 Progress = Callable[[str, dict[str, Any]], None]
 
 
-def _quiet(_event: str, _info: dict[str, Any]) -> None:
+def quiet(_event: str, _info: dict[str, Any]) -> None:
     return None
 
 
@@ -328,7 +328,7 @@ def load(
     mode: str | None = None,
     pipeline: str | None = None,
     command: str = "load",
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     catalog: Catalog | None = None,
     force: bool = False,
     full_refresh: bool = False,
@@ -378,7 +378,7 @@ def load_batch(
     pipeline: str,
     catalog: Catalog,
     command: str = "run",
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     force: bool = False,
     full_refresh: bool = False,
     inbox: bool = False,
@@ -721,14 +721,6 @@ def drift_checks(findings: list[Drift], severity: str) -> list[layers.CheckResul
         )
         for f in findings
     ]
-
-
-class QualityGateError(DataContractError):
-    """A batch-level check of error severity failed: the load was rolled back."""
-
-    def __init__(self, message: str, checks: list[layers.CheckResult]) -> None:
-        super().__init__(message)
-        self.checks = checks
 
 
 def _gate_message(name: str, failed: list[layers.CheckResult], counts: state.RunCounts) -> str:
