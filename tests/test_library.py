@@ -36,11 +36,18 @@ def test_import_healthetl_is_cheap() -> None:
 
 
 def test_run_validate_and_load_from_python(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import healthetl
     from healthetl.errors import QualityGateError, UsageError
 
+    # a process that never ran the command line: no handlers of its own on the healthetl logger
+    logger = logging.getLogger("healthetl")
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
     url = f"sqlite:///{tmp_path / 'clinic.db'}"
     config = REPO / "examples" / "vip-healthtech" / "healthetl.toml"
     with caplog.at_level(logging.INFO, logger="healthetl"):

@@ -70,7 +70,7 @@ def declared_datasets(project: Project) -> list[Dataset]:
     return [_dataset(raw, where, project.base_dir) for raw in project.datasets]
 
 
-def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
+def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:  # noqa: C901 (over the limit before it was set; to split)
     name = raw.get("name")
     if not isinstance(name, str) or not _IDENT.match(name):
         raise ConfigError(

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from healthetl.db.engine import is_postgres
 from healthetl.db.schema import quarantine
-from healthetl.pipeline.failures import FAILURE_COLUMNS, FailureSpool
+from healthetl.failures import FAILURE_COLUMNS, FailureSpool
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 #: the quarantine table's columns: a run and dataset, then a validation failure record

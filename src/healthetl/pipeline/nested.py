@@ -24,7 +24,7 @@ from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatt
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
-from healthetl.pipeline.failures import FAILURE_COLUMNS, FailureSpool
+from healthetl.failures import FAILURE_COLUMNS, FailureSpool
 from healthetl.pipeline.validate import Drift, ValidationSummary, Validator
 from healthetl.sources.json_records import Record, read_records
 

@@ -27,7 +27,7 @@ from healthetl.datasets.spec import (
     typed_frame,
 )
 from healthetl.errors import DataContractError
-from healthetl.pipeline.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
+from healthetl.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
 from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW, normalise_name
 
 
