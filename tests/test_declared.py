@@ -239,6 +239,17 @@ def test_dataset_list_and_show_include_declared(cli, tmp_path: Path) -> None:
         ('age = { type = "integer", maximum = 3 }', "unknown key(s) maximum"),
         ('age = { type = "text", min = 3 }', "min/max apply to numeric"),
         ('age = { type = "integer", severity = { range = "fatal" } }', "must be error or warning"),
+        # names reach SQL or the command line: quotes and ; are refused where they are declared
+        ('"a;drop" = { type = "text" }', "column name 'a;drop' must be lower-case"),
+        (
+            'a = { type = "text" }\n[[datasets.queries]]\nname = "q\\"; x"\nsql = "SELECT 1"',
+            "must be lower-case letters, digits, _ and - (no quotes or ;)",
+        ),
+        (
+            'a = { type = "text" }\n[[datasets.queries]]\nname = "q"\nsql = "SELECT :p"\n'
+            '[datasets.queries.params]\n"p\\"x" = "text"',
+            "parameter name 'p\"x' must be lower-case",
+        ),
     ],
 )
 def test_declaration_errors_are_usage_errors(cli, tmp_path: Path, snippet: str, message: str) -> None:

@@ -63,6 +63,7 @@ _COLUMN_KEYS = {
 _LOOKUP_KEYS = {"column", "dataset", "on", "fetch"}
 _CHECK_KEYS = {"name", "column", "op", "other", "value", "severity", "description"}
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+_QUERY_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")  # a command-line word: `healthetl query NAME`
 
 
 def declared_datasets(project: Project) -> list[Dataset]:
@@ -352,8 +353,16 @@ def _lookup(raw: Any, here: str, names: set[str]) -> Lookup:
 def _query(raw: dict[str, Any], here: str) -> Query:
     if not raw.get("name") or not raw.get("sql"):
         raise ConfigError(f"{here}: every [[datasets.queries]] needs a name and sql")
+    if not isinstance(raw["name"], str) or not _QUERY_NAME.match(raw["name"]):
+        raise ConfigError(
+            f"{here}: query name {raw['name']!r} must be lower-case letters, digits, _ and - (no quotes or ;)"
+        )
     params = {}
     for pname, spec in (raw.get("params") or {}).items():
+        if not _IDENT.match(str(pname)):
+            raise ConfigError(
+                f"{here}, query {raw['name']}: parameter name {pname!r} must be lower-case letters, digits, _"
+            )
         spec = spec if isinstance(spec, dict) else {"type": spec}
         ptype = spec.get("type", "text")
         if ptype not in ("integer", "text", "date"):
