@@ -16,8 +16,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthetl.catalog import Catalog
 from healthetl.db.schema import quarantine as q
 from healthetl.errors import UsageError
+from healthetl.sources import normalise_name
 
 STATUSES = ("open", "replayed", "superseded", "resolved")
 MASK = "***"
@@ -97,10 +99,10 @@ def summary(engine: Engine, which: Filter) -> list[dict[str, Any]]:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def show(engine: Engine, row_id: int, visible: set[str], *, unmask: bool = False) -> dict[str, Any]:
-    """One quarantine row with the row as received. Unless asked, only the fields in ``visible``
-    (the dataset's declared, non-identifying columns) are shown: identifying ones are masked, and so
-    is every field the dataset does not declare (an SSN column left unused is still a patient's)."""
+def show(engine: Engine, row_id: int, catalog: Catalog, *, unmask: bool = False) -> dict[str, Any]:
+    """One quarantine row with the row as received. Unless asked, only the dataset's declared,
+    non-identifying fields are shown: identifying ones are masked, and so is every field the
+    dataset does not declare (an SSN column left unused is still a patient's)."""
     with engine.connect() as conn:
         row = conn.execute(sa.select(q).where(q.c.id == row_id)).first()
     if row is None:
@@ -111,9 +113,19 @@ def show(engine: Engine, row_id: int, visible: set[str], *, unmask: bool = False
             out[key] = out[key].isoformat(timespec="seconds")
     original = json.loads(out["original"]) if out.get("original") else None
     if isinstance(original, dict) and not unmask:
+        visible = _visible_fields(catalog, str(out["dataset"]))
         original = {k: (v if k in visible or v is None else MASK) for k, v in original.items()}
     out["original"] = original
     return out
+
+
+def _visible_fields(catalog: Catalog, dataset: str) -> set[str]:
+    """Field names (as received, before renames) of the dataset's non-identifying columns."""
+    if dataset not in catalog.datasets:
+        return set()
+    ds = catalog.dataset(dataset)
+    visible = {c.name for c in ds.columns if not c.identifying}
+    return visible | {normalise_name(src) for src, target in ds.renames.items() if target in visible}
 
 
 def resolve(engine: Engine, which: Filter, note: str) -> int:
@@ -130,9 +142,3 @@ def resolve(engine: Engine, which: Filter, note: str) -> int:
             .values(status="resolved", note=note.strip(), resolved_at=datetime.now(UTC))
         )
     return int(done.rowcount or 0)
-
-
-def dataset_of(engine: Engine, row_id: int) -> str | None:
-    with engine.connect() as conn:
-        found = conn.execute(sa.select(q.c.dataset).where(q.c.id == row_id)).scalar()
-    return str(found) if found is not None else None

@@ -19,7 +19,6 @@ from healthetl.cli.common import (
 )
 from healthetl.errors import ExitCode
 from healthetl.pipeline import replay as replaying
-from healthetl.sources import normalise_name
 
 app = typer.Typer(
     help="Rows rejected by validation: list, show, replay after a fix, resolve by hand.",
@@ -76,13 +75,7 @@ def show(
     """One quarantine record with the row as received; identifying fields, and fields the dataset
     does not declare, masked by default."""
     session = open_database(db, config, must_exist=True, at_head=True)
-    dataset = lib.dataset_of(session.db, row_id)
-    visible: set[str] = set()
-    if dataset in session.catalog.datasets:
-        ds = session.catalog.dataset(dataset)
-        visible = {c.name for c in ds.columns if not c.identifying}
-        visible |= {normalise_name(src) for src, target in ds.renames.items() if target in visible}
-    render.document(lib.show(session.db, row_id, visible, unmask=unmask))
+    render.document(lib.show(session.db, row_id, session.catalog, unmask=unmask))
 
 
 @app.command("replay")
