@@ -141,6 +141,24 @@ def scalar(url: str, sql: str) -> object:
     return value
 
 
+def row(url: str, sql: str) -> tuple[object, ...]:
+    """One row from a database, on a connection of its own."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        found = tuple(conn.execute(sa.text(sql)).one())
+    engine.dispose()
+    return found
+
+
+def column(url: str, sql: str) -> list[object]:
+    """The first column of every row, on a connection of its own."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        values = list(conn.execute(sa.text(sql)).scalars())
+    engine.dispose()
+    return values
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment for a healthetl subprocess: no database URL inherited."""
     return {k: v for k, v in os.environ.items() if k != "HEALTHETL_DATABASE_URL"}

@@ -12,6 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from tests.conftest import VIP
+from tests.conftest import scalar as _scalar
 
 HEADER = "booking_id,patient_id,doctor_id,booking_date,status\n"
 
@@ -19,14 +20,6 @@ HEADER = "booking_id,patient_id,doctor_id,booking_date,status\n"
 def _csv(path: Path, rows: list[str]) -> Path:
     path.write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
     return path
-
-
-def _scalar(url: str, sql: str) -> object:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        value = conn.execute(sa.text(sql)).scalar()
-    engine.dispose()
-    return value
 
 
 def _last_report(cli, url: str, pipeline: str) -> dict:  # type: ignore[no-untyped-def,type-arg]

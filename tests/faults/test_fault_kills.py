@@ -4,68 +4,27 @@ pipeline wait for each other on SQLite too."""
 
 from __future__ import annotations
 
-import hashlib
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from healthetl import interrupts
-from tests.conftest import VIP, subprocess_env
+from tests.conftest import VIP
 from tests.conftest import appointments_csv as _csv
 from tests.conftest import scalar as _scalar
-
-
-def _digest(url: str) -> str:
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT booking_id, patient_id FROM appointments ORDER BY 1")).all()
-    engine.dispose()
-    return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
-
-
-@pytest.fixture
-def loaded(cli, db_url: str, tmp_path: Path) -> str:  # type: ignore[no-untyped-def]
-    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
-    assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", db_url).exit_code == 0
-    assert cli("load", "appointments", _csv(tmp_path / "first.csv", 300), "--db", db_url).exit_code == 0
-    return db_url
-
-
-def _start_load(url: str, src: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "healthetl", "load", "appointments", str(src), "--db", url],
-        env=subprocess_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _when_loading(url: str, proc: subprocess.Popen[str]) -> None:
-    """Wait (bounded) until the run is recorded running, then a little more: mid-load."""
-    deadline = time.monotonic() + 60
-    query = "SELECT COUNT(*) FROM etl_runs WHERE status = 'running'"
-    while time.monotonic() < deadline and proc.poll() is None:
-        if _scalar(url, query):
-            time.sleep(0.8)
-            return
-        time.sleep(0.05)
-    pytest.fail("the load never started")
+from tests.faults.conftest import digest, last_run, start_load, when_loading
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_run_killed_mid_load_changes_nothing(loaded: str, tmp_path: Path, sig: signal.Signals) -> None:
-    before = _digest(loaded)
-    proc = _start_load(loaded, _csv(tmp_path / "big.csv", 1_000_000))
-    _when_loading(loaded, proc)
+    before = digest(loaded)
+    proc = start_load(loaded, _csv(tmp_path / "big.csv", 1_000_000))
+    when_loading(loaded, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert _digest(loaded) == before
+    assert digest(loaded) == before
     if sig == signal.SIGTERM:
         assert proc.returncode == 130, err
         assert "interrupted" in err and "Traceback" not in err
@@ -73,12 +32,9 @@ def test_a_run_killed_mid_load_changes_nothing(loaded: str, tmp_path: Path, sig:
     else:
         assert proc.returncode == -9
         status, error = "running", None  # nothing could record its end
-    last = "SELECT {} FROM etl_runs WHERE pipeline = 'appointments' ORDER BY started_at DESC LIMIT 1"
-    assert _scalar(loaded, last.format("status")) == status
-    if error:
-        assert _scalar(loaded, last.format("error")) == error
+    assert last_run(loaded) == (status, error)
     # the next run loads the file once, and finds the killed run dead
-    rerun = _start_load(loaded, _csv(tmp_path / "small.csv", 50, first=2000))
+    rerun = start_load(loaded, _csv(tmp_path / "small.csv", 50, first=2000))
     _, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     assert _scalar(loaded, "SELECT COUNT(*) FROM appointments") == 50
@@ -100,12 +56,11 @@ def test_an_interrupt_python_dropped_still_stops_the_run(
             interrupts._handler(signal.SIGTERM, None)
 
     Finaliser()  # the KeyboardInterrupt is raised in __del__ and dropped ("Exception ignored")
-    before = _digest(loaded)
+    before = digest(loaded)
     result = cli("load", "appointments", _csv(tmp_path / "more.csv", 2_000, first=5_000), "--db", loaded)
     assert result.exit_code == 130, result.output
-    assert _digest(loaded) == before
-    last = "SELECT {} FROM etl_runs WHERE pipeline = 'appointments' ORDER BY started_at DESC LIMIT 1"
-    assert (_scalar(loaded, last.format("status")), _scalar(loaded, last.format("error"))) == (
+    assert digest(loaded) == before
+    assert last_run(loaded) == (
         "failed",
         "terminated (SIGTERM)",
     )
@@ -122,7 +77,7 @@ def test_an_interrupt_inside_a_statement_is_rolled_back_and_recorded(
         if statement.startswith("INSERT INTO") and len(parameters) > 100:
             raise KeyboardInterrupt(interrupts.TERMINATED)
 
-    before = _digest(loaded)
+    before = digest(loaded)
     sa.event.listen(sa.engine.Engine, "do_executemany", interrupt)
     try:
         result = cli("load", "appointments", _csv(tmp_path / "more.csv", 2_000, first=5_000), "--db", loaded)
@@ -130,9 +85,8 @@ def test_an_interrupt_inside_a_statement_is_rolled_back_and_recorded(
         sa.event.remove(sa.engine.Engine, "do_executemany", interrupt)
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output and "Cannot operate" not in result.output
-    assert _digest(loaded) == before
-    last = "SELECT {} FROM etl_runs WHERE pipeline = 'appointments' ORDER BY started_at DESC LIMIT 1"
-    assert (_scalar(loaded, last.format("status")), _scalar(loaded, last.format("error"))) == (
+    assert digest(loaded) == before
+    assert last_run(loaded) == (
         "failed",
         "terminated (SIGTERM)",
     )
@@ -143,9 +97,9 @@ def test_concurrent_runs_of_a_pipeline_wait_for_each_other_on_sqlite(
 ) -> None:
     assert cli("db", "upgrade", "--db", sqlite_url).exit_code == 0
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", sqlite_url).exit_code == 0
-    first = _start_load(sqlite_url, _csv(tmp_path / "a.csv", 400_000))
-    _when_loading(sqlite_url, first)
-    second = _start_load(sqlite_url, _csv(tmp_path / "b.csv", 1_000, first=900_000))
+    first = start_load(sqlite_url, _csv(tmp_path / "a.csv", 400_000))
+    when_loading(sqlite_url, first)
+    second = start_load(sqlite_url, _csv(tmp_path / "b.csv", 1_000, first=900_000))
     out = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == 0, out[0][1]
     assert second.returncode == 0, out[1][1]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VIP, subprocess_env
+from tests.conftest import VIP, column, row, subprocess_env
 from tests.conftest import appointments_csv as _csv
 from tests.conftest import scalar as _scalar
 
@@ -27,24 +27,14 @@ def test_the_same_file_again_changes_nothing(cli, db_url: str, tmp_path: Path, m
     count = "SELECT COUNT(*), COUNT(DISTINCT booking_id) FROM appointments"
     first = cli("load", "appointments", src, "--mode", mode, "--db", db_url)
     assert first.exit_code == 0, first.output
-    assert tuple(_scalar_row(db_url, count)) == (500, 500)
+    assert row(db_url, count) == (500, 500)
     again = cli("load", "appointments", src, "--mode", mode, "--db", db_url)
     # append refuses keys already loaded (whole, nothing written); the others leave the table as it was
     assert again.exit_code == (3 if mode == "append" else 0), again.output
-    assert tuple(_scalar_row(db_url, count)) == (500, 500)
+    assert row(db_url, count) == (500, 500)
     if mode == "merge":
         audit = "SELECT inserted, updated, unchanged FROM etl_audit_log ORDER BY id DESC LIMIT 1"
-        assert tuple(_scalar_row(db_url, audit)) == (0, 0, 500)
-
-
-def _scalar_row(url: str, sql: str) -> tuple[object, ...]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        row = conn.execute(sa.text(sql)).one()
-    engine.dispose()
-    return tuple(row)
+        assert row(db_url, audit) == (0, 0, 500)
 
 
 def _inbox_project(folder: Path, files: int, rows: int) -> tuple[Path, dict[str, str]]:
@@ -92,7 +82,7 @@ def test_an_inbox_run_killed_anywhere_loses_no_file_and_loads_each_once(
         where = _where(tmp_path)
         assert sorted(where) == sorted(shas.values())
         assert all(len(paths) == 1 for paths in where.values()), where
-        loaded = _loaded_files(sqlite_url)
+        loaded = set(column(sqlite_url, "SELECT file_sha256 FROM loaded_files"))
         for name, (path,) in where.items():
             if "archive" in path.parts:
                 assert name in {shas[s] for s in loaded}, f"{name} archived before its batch committed"
@@ -107,16 +97,6 @@ def test_an_inbox_run_killed_anywhere_loses_no_file_and_loads_each_once(
     assert _scalar(sqlite_url, "SELECT COUNT(DISTINCT booking_id) FROM appointments") == files * rows
     assert not list((tmp_path / "inbox").glob("*.csv"))
     assert _scalar(sqlite_url, "SELECT COUNT(*) FROM etl_runs WHERE status = 'running'") == 0
-
-
-def _loaded_files(url: str) -> set[str]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT file_sha256 FROM loaded_files")).scalars().all()
-    engine.dispose()
-    return set(rows)
 
 
 def test_an_inbox_run_killed_while_archiving_loads_nothing_twice(
@@ -139,7 +119,7 @@ def test_an_inbox_run_killed_while_archiving_loads_nothing_twice(
     proc.communicate(timeout=60)
     where = _where(tmp_path)
     assert sorted(where) == sorted(shas.values()) and all(len(p) == 1 for p in where.values())
-    assert len(_loaded_files(sqlite_url)) == files
+    assert len(column(sqlite_url, "SELECT file_sha256 FROM loaded_files")) == files
     assert len(list((tmp_path / "inbox").glob("*.csv"))) < files  # killed with part of it moved
     assert _scalar(sqlite_url, "SELECT COUNT(*) FROM appointments") == files * rows
     final = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import VIP
 from tests.conftest import appointments_csv as _csv
 from tests.conftest import scalar as _scalar
-from tests.faults.test_fault_kills import _digest, _start_load, _when_loading
+from tests.faults.conftest import digest, start_load, when_loading
 
 
 def _bindir() -> Path | None:
@@ -101,9 +101,9 @@ def test_a_restart_mid_load_is_one_line_and_changes_nothing(cli, cluster: Cluste
     assert cli("db", "upgrade", "--db", url).exit_code == 0
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", url).exit_code == 0
     assert cli("load", "appointments", _csv(tmp_path / "first.csv", 300), "--db", url).exit_code == 0
-    before = _digest(url)
-    proc = _start_load(url, _csv(tmp_path / "big.csv", 1_000_000))
-    _when_loading(url, proc)
+    before = digest(url)
+    proc = start_load(url, _csv(tmp_path / "big.csv", 1_000_000))
+    when_loading(url, proc)
     cluster.restart()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 3, err
@@ -114,9 +114,9 @@ def test_a_restart_mid_load_is_one_line_and_changes_nothing(cli, cluster: Cluste
     # the cause is named: the server ended the session
     assert "administrator command" in lines[0] or "server closed the connection" in lines[0], lines[0]
     assert "run again when it is back" in err
-    assert _digest(url) == before
+    assert digest(url) == before
     # the rerun loads its file once, and finds the cut-off run dead
-    rerun = _start_load(url, _csv(tmp_path / "small.csv", 50, first=2000))
+    rerun = start_load(url, _csv(tmp_path / "small.csv", 50, first=2000))
     _, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err
     assert _scalar(url, "SELECT COUNT(*) FROM appointments") == 50
