@@ -75,14 +75,17 @@ def _peak_mb() -> float:
 
 # ------------------------------------------------------------------------------- contenders
 def run_healthetl(url: str, csv_path: str) -> dict[str, float]:
+    from healthetl.catalog import catalog_for
     from healthetl.datasets import get_dataset
     from healthetl.db.engine import create
-    from healthetl.pipeline.stages import load
+    from healthetl.pipeline.load import load
 
     engine = create(url)
     options = _options()
     start = time.perf_counter()
-    result = load(engine, get_dataset("appointments"), [csv_path], options, mode="replace")
+    result = load(
+        engine, get_dataset("appointments"), [csv_path], options, mode="replace", catalog=catalog_for(None)
+    )
     seconds = time.perf_counter() - start
     c = result.counts
     return {
@@ -143,20 +146,23 @@ def run_healthetl_sqlite(url: str, csv_path: str) -> dict[str, float]:
     """The same load into a fresh SQLite file (executemany in one transaction)."""
     import tempfile
 
+    from healthetl.catalog import catalog_for
     from healthetl.config import PipelineOptions
     from healthetl.datasets import get_dataset
     from healthetl.db import migrate
     from healthetl.db.engine import create
-    from healthetl.pipeline.stages import load
+    from healthetl.pipeline.load import load
 
     folder = tempfile.mkdtemp()
     engine = create(f"sqlite:///{folder}/bench.db")
     migrate.upgrade(engine)
     doctors = Path(folder) / "doctors.csv"
     doctors.write_text("doctor_id,name\n" + "".join(f"{i},Dr. {i}\n" for i in range(100, 105)))
-    load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions())
+    load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions(), catalog=catalog_for(None))
     start = time.perf_counter()
-    result = load(engine, get_dataset("appointments"), [csv_path], _options(), mode="replace")
+    result = load(
+        engine, get_dataset("appointments"), [csv_path], _options(), mode="replace", catalog=catalog_for(None)
+    )
     seconds = time.perf_counter() - start
     c = result.counts
     return {
@@ -199,14 +205,21 @@ def _child(name: str, url: str, csv_path: str) -> dict[str, float]:
 
 def _clean_copy(csv_path: Path) -> None:
     """The rows healthetl accepts, as a plain CSV (for the typed raw-COPY baseline)."""
+    from healthetl.catalog import catalog_for
     from healthetl.datasets import get_dataset
-    from healthetl.pipeline.stages import validate
+    from healthetl.pipeline.validate import validate
 
     target = csv_path.with_suffix(".clean.csv")
     if target.exists():
         return
     tmp = csv_path.with_suffix(".clean.parquet")
-    validate(get_dataset("appointments"), str(csv_path), _options(), clean_output=str(tmp))
+    validate(
+        get_dataset("appointments"),
+        str(csv_path),
+        _options(),
+        catalog=catalog_for(None),
+        clean_output=str(tmp),
+    )
     import pandas as pd
 
     cols = ["booking_id", "patient_id", "doctor_id", "booking_date", "status"]
@@ -219,11 +232,12 @@ def _clean_copy(csv_path: Path) -> None:
 def _prepare(admin_url: str) -> tuple[str, str]:
     import sqlalchemy as sa
 
+    from healthetl.catalog import catalog_for
     from healthetl.config import PipelineOptions
     from healthetl.datasets import get_dataset
     from healthetl.db import migrate
     from healthetl.db.engine import create
-    from healthetl.pipeline.stages import load
+    from healthetl.pipeline.load import load
 
     name = f"healthetl_bench_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -235,7 +249,7 @@ def _prepare(admin_url: str) -> tuple[str, str]:
     migrate.upgrade(engine)
     doctors = OUT / "doctors.csv"
     doctors.write_text("doctor_id,name,specialty\n" + "".join(f"{i},Dr. {i},Vein\n" for i in range(100, 105)))
-    load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions())
+    load(engine, get_dataset("doctors"), [str(doctors)], PipelineOptions(), catalog=catalog_for(None))
     with engine.begin() as conn:
         # the baselines' table: same columns and the same primary key as appointments, as text
         # so that the dirty rows load (COPY and to_sql do not validate anything)

@@ -29,12 +29,14 @@ import pandas as pd
 import pandera.pandas as pa
 import sqlalchemy as sa
 
+from healthetl.catalog import catalog_for
 from healthetl.config import PipelineOptions
 from healthetl.datasets import get_dataset
 from healthetl.db import migrate
 from healthetl.db.engine import create
-from healthetl.pipeline.stages import load, reference_keys
-from healthetl.pipeline.validate import Validator
+from healthetl.pipeline.load import load
+from healthetl.pipeline.references import reference_keys
+from healthetl.pipeline.validator import Validator
 
 OUT = Path(__file__).parent / "out"
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -72,8 +74,6 @@ def _validate_seconds(
 
 
 def migrate_catalog():  # type: ignore[no-untyped-def]
-    from healthetl.catalog import catalog_for
-
     return catalog_for(None)
 
 
@@ -117,17 +117,33 @@ def main() -> None:
     engine = create(url)
     try:
         migrate.upgrade(engine)
-        load(engine, get_dataset("doctors"), [doctors], PipelineOptions())
-        load(engine, get_dataset("appointments"), [appointments], PipelineOptions())
+        load(engine, get_dataset("doctors"), [doctors], PipelineOptions(), catalog=catalog_for(None))
+        load(
+            engine, get_dataset("appointments"), [appointments], PipelineOptions(), catalog=catalog_for(None)
+        )
         check = {b: _validate_seconds(engine, frames, baseline=b) for b in (False, True)}
         replace = {}
         for indexed in (True, False):
             if not indexed:
                 with engine.begin() as conn:
                     conn.exec_driver_sql("DROP INDEX ix_appointments_doctor_id")
-            load(engine, get_dataset("doctors"), [doctors], PipelineOptions(), mode="replace")
+            load(
+                engine,
+                get_dataset("doctors"),
+                [doctors],
+                PipelineOptions(),
+                mode="replace",
+                catalog=catalog_for(None),
+            )
             start = time.perf_counter()
-            load(engine, get_dataset("doctors"), [fewer], PipelineOptions(), mode="replace")
+            load(
+                engine,
+                get_dataset("doctors"),
+                [fewer],
+                PipelineOptions(),
+                mode="replace",
+                catalog=catalog_for(None),
+            )
             replace[indexed] = time.perf_counter() - start
     finally:
         engine.dispose()

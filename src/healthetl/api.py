@@ -22,10 +22,12 @@ from typing import Any
 
 from healthetl.config import LOAD_MODES
 from healthetl.errors import UsageError
-from healthetl.pipeline import stages
+from healthetl.pipeline.inputs import Source
+from healthetl.pipeline.load import load as load_files
 from healthetl.pipeline.run import RunResult
 from healthetl.pipeline.run import run as run_pipelines
-from healthetl.pipeline.stages import LoadResult, ValidateResult
+from healthetl.pipeline.validate import validate as validate_file
+from healthetl.results import LoadResult, ValidateResult
 from healthetl.session import open_database, open_project, options_for
 
 log = logging.getLogger("healthetl")
@@ -67,6 +69,7 @@ def run(
             session.db,
             session.project,
             list(pipelines) if pipelines else None,
+            catalog=session.catalog,
             progress=_log_progress,
             force=force,
             full_refresh=full_refresh,
@@ -95,7 +98,7 @@ def validate(
     try:
         ds = session.catalog.dataset(dataset)
         options, _ = options_for(session.project, ds, pipeline)
-        return stages.validate(
+        return validate_file(
             ds,
             str(source),
             options,
@@ -131,10 +134,10 @@ def load(
         if snapshot_date is not None:
             options = replace(options, snapshot_date=snapshot_date)
         paths = [source] if isinstance(source, str | Path) else list(source)
-        return stages.load(
+        return load_files(
             session.db,
             ds,
-            [stages.Source(path=str(p)) for p in paths],
+            [Source(path=str(p)) for p in paths],
             options,
             mode=mode,
             pipeline=name,

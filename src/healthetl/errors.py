@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from healthetl.results import Drift
 
 
 class ExitCode(IntEnum):
@@ -73,7 +76,7 @@ class DataContractError(HealthetlError):
 
 class QualityGateError(DataContractError):
     """A batch-level check of error severity failed: the load was rolled back. ``checks`` holds
-    the batch's check results (``healthetl.pipeline.layers.CheckResult``)."""
+    the batch's check results (``healthetl.results.CheckResult``)."""
 
     def __init__(self, message: str, checks: Sequence[Any]) -> None:
         super().__init__(message)
@@ -84,3 +87,15 @@ class AccountingError(HealthetlError):
     """rows_in != rows_loaded + rows_quarantined + duplicates_dropped: a bug, never data."""
 
     exit_code = ExitCode.RUNTIME
+
+
+class DriftError(DataContractError):
+    """The pipeline's drift policy is ``fail`` and the source drifted: nothing is written."""
+
+    def __init__(self, dataset: str, findings: list[Drift]) -> None:
+        text = "; ".join(f.describe() for f in findings)
+        super().__init__(
+            f"{dataset}: the source drifted from the declaration ({text}); nothing was loaded",
+            hint='declare the change (then `healthetl db revision`), or set drift = "warn"',
+        )
+        self.findings = findings

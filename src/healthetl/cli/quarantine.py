@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from healthetl import quarantine as lib
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -18,6 +17,7 @@ from healthetl.cli.common import (
     options_for,
 )
 from healthetl.errors import ExitCode
+from healthetl.ledger import quarantine as lib
 from healthetl.pipeline import replay as replaying
 
 app = typer.Typer(

@@ -21,7 +21,11 @@ from healthetl.cli.common import (
 from healthetl.config import LOAD_MODES, PipelineOptions, parse_delimiter
 from healthetl.errors import ExitCode, UsageError
 from healthetl.pipeline import run as run_mod
-from healthetl.pipeline import stages
+from healthetl.pipeline.extract import extract as extract_file
+from healthetl.pipeline.inputs import Source
+from healthetl.pipeline.load import load as load_files
+from healthetl.pipeline.validate import validate as validate_file
+from healthetl.results import LoadResult
 
 FAIL_ON = ("error", "warning", "never")
 DelimiterOption = Annotated[
@@ -129,7 +133,7 @@ def extract(
     if encoding is not None:
         options = replace(options, encoding=encoding)
     options = _reading(options, delimiter, quote)
-    result = stages.extract(source, _output(out), options, csv_safe=csv_safe)
+    result = extract_file(source, _output(out), options, csv_safe=csv_safe)
     render.info(
         f"extract {dataset}: {result.rows} rows, {len(result.columns) - 2} columns "
         f"from {source} -> {'stdout' if result.output == '-' else result.output}"
@@ -175,7 +179,7 @@ def validate(
     ds = session.catalog.dataset(dataset)
     options, _ = options_for(session.project, ds, pipeline)
     options = _reading(options, delimiter, quote)
-    result = stages.validate(
+    result = validate_file(
         ds,
         input,
         options,
@@ -243,10 +247,10 @@ def load(
     options = _reading(options, delimiter, quote)
     if _snapshot(snapshot_date):
         options = replace(options, snapshot_date=snapshot_date)
-    sources = [stages.Source(path=input)]
+    sources = [Source(path=input)]
     if rejects is not None:
-        sources.append(stages.Source(rejects=rejects))
-    result = stages.load(
+        sources.append(Source(rejects=rejects))
+    result = load_files(
         session.db,
         ds,
         sources,
@@ -315,6 +319,7 @@ def run(
             session.db,
             session.project,
             pipeline or None,
+            catalog=session.catalog,
             progress=display,
             force=force,
             full_refresh=full_refresh,
@@ -332,7 +337,7 @@ def run(
     raise typer.Exit(_fail_code(errors, warnings, fail_on))
 
 
-def _summarise(r: stages.LoadResult) -> None:
+def _summarise(r: LoadResult) -> None:
     c = r.counts
     skipped = f", {c.rows_skipped} behind the watermark" if c.rows_skipped else ""
     dupes = f", {c.duplicates_dropped} older duplicates dropped" if c.duplicates_dropped else ""

@@ -7,10 +7,13 @@ from typing import Annotated, Any
 
 import typer
 
-from healthetl import state as ledger
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
-from healthetl.pipeline import layers
+from healthetl.ledger import audit as ledger_audit
+from healthetl.ledger import checks as ledger_checks
+from healthetl.ledger import report as ledger_report
+from healthetl.ledger import runs as ledger_runs
+from healthetl.ledger import watermarks
 
 app = typer.Typer(help="Pipeline state: watermarks and the run ledger.", no_args_is_help=True)
 
@@ -66,28 +69,7 @@ def show(
     """Each pipeline's watermark, lookback and last run (status and counts)."""
     check_format(fmt)
     session = open_database(db, config, must_exist=True, at_head=True)
-    with session.db.connect() as conn:
-        states = {s.pipeline: s for s in layers.all_states(conn)}
-    latest = {r["pipeline"]: r for r in ledger.latest_per_pipeline(session.db)}
-    names = sorted(set(states) | set(latest) | {p.name for p in session.project.pipelines})
-    if pipeline:
-        names = [n for n in names if n == pipeline]
-    rows = []
-    for name in names:
-        st, run = states.get(name), latest.get(name, {})
-        rows.append(
-            {
-                "pipeline": name,
-                "watermark": _iso(st.watermark) if st else None,
-                "lookback_hours": st.lookback_hours if st else None,
-                "last_run_id": run.get("run_id"),
-                "last_status": run.get("status"),
-                "last_started_at": run.get("started_at"),
-                "rows_in": run.get("rows_in"),
-                "rows_loaded": run.get("rows_loaded"),
-                "rows_quarantined": run.get("rows_quarantined"),
-            }
-        )
+    rows = ledger_report.overview(session.db, [p.name for p in session.project.pipelines], pipeline)
     cols = list(rows[0]) if rows else ["pipeline", "watermark", "lookback_hours", "last_status"]
     render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 
@@ -107,11 +89,11 @@ def runs(
     what each batch did to each table (the audit log)."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    found = ledger.runs(engine, pipeline=pipeline, limit=limit)
+    found = ledger_runs.runs(engine, pipeline=pipeline, limit=limit)
     if not tables:
         _table(found, fmt)
         return
-    written = ledger.audit_log(engine, run_ids=[r["run_id"] for r in found])
+    written = ledger_audit.entries(engine, run_ids=[r["run_id"] for r in found])
     cols = [
         "run_id",
         "pipeline",
@@ -128,7 +110,7 @@ def runs(
     render.rows(cols, [[a.get(c) for c in cols] for a in written], fmt)
 
 
-def _change(change: layers.StateChange, fmt: str) -> None:
+def _change(change: watermarks.StateChange, fmt: str) -> None:
     if fmt == "json":
         render.document(change.to_dict())
         return
@@ -151,8 +133,8 @@ def set_state(
     """Set a pipeline's watermark (audited with the previous value)."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    new = layers.parse_timestamp(watermark)
-    _change(layers.change_watermark(engine, pipeline, new, action="set", dry_run=dry_run), fmt)
+    new = watermarks.parse_timestamp(watermark)
+    _change(watermarks.change_watermark(engine, pipeline, new, action="set", dry_run=dry_run), fmt)
 
 
 @app.command()
@@ -166,7 +148,7 @@ def reset(
     """Forget a pipeline's watermark: the next run takes every row (audited)."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    _change(layers.change_watermark(engine, pipeline, None, action="reset", dry_run=dry_run), fmt)
+    _change(watermarks.change_watermark(engine, pipeline, None, action="reset", dry_run=dry_run), fmt)
 
 
 @app.command("import")
@@ -181,7 +163,7 @@ def import_state(
     """Import the original pipeline's state file (watermark_last_updated), audited."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    _change(layers.import_state_file(engine, file, pipeline, dry_run=dry_run), fmt)
+    _change(watermarks.import_state_file(engine, file, pipeline, dry_run=dry_run), fmt)
 
 
 @app.command()
@@ -194,7 +176,7 @@ def audit(
     """Every manual change of state (set, reset, import) with the previous value."""
     check_format(fmt)
     engine = open_database(db, config, must_exist=True, at_head=True).db
-    rows = ledger.state_changes(engine, pipeline)
+    rows = watermarks.changes(engine, pipeline)
     cols = ["at", "pipeline", "action", "previous_watermark", "new_watermark", "detail"]
     render.rows(cols, [[r[c] for c in cols] for r in rows], fmt)
 
@@ -216,7 +198,7 @@ def report(
     check_format(fmt, ("table", "json"))
     engine = open_database(db, config, must_exist=True, at_head=True).db
     if checks:
-        history = ledger.check_history(engine, pipeline)
+        history = ledger_checks.history(engine, pipeline)
         if fmt == "json":
             render.document(history)
             return
@@ -234,27 +216,12 @@ def report(
         ]
         render.rows(cols, [[h.get(c) for c in cols] for h in history], fmt)
         return
-    runs = ledger.runs(engine, run_id=run_id, limit=None) if run_id else ledger.latest_per_pipeline(engine)
-    if pipeline:
-        runs = [r for r in runs if r["pipeline"] == pipeline]
     del last  # --last is the default view; the flag documents intent in scripts
-    ids = [r["run_id"] for r in runs]
-    rules = ledger.rule_counts(engine, ids)
-    quality = ledger.check_history(engine, None, run_ids=ids)
-    written = ledger.audit_log(engine, run_ids=ids)
+    found = ledger_report.run_report(engine, run_id=run_id, pipeline=pipeline)
     if fmt == "json":
-        for r in runs:
-            r["tables"] = [
-                {k: v for k, v in a.items() if k not in ("id", "run_id", "pipeline")}
-                for a in written
-                if a["run_id"] == r["run_id"]
-            ]
-            r["checks"] = [
-                {k: v for k, v in c.items() if k != "run_id"} for c in rules if c["run_id"] == r["run_id"]
-            ]
-            r["quality"] = [q for q in quality if q["run_id"] == r["run_id"]]
-        render.document(runs)
+        render.document(found.to_json())
         return
+    runs, written, rules, quality = found.runs, found.tables, found.rules, found.quality
     _table(runs, fmt)
     if written:
         cols = [

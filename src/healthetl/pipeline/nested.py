@@ -25,7 +25,8 @@ from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
-from healthetl.pipeline.validate import Drift, ValidationSummary, Validator
+from healthetl.pipeline.validator import Validator
+from healthetl.results import Drift, Progress, ValidationSummary
 from healthetl.sources.json_records import Record, read_records
 
 BATCH = 5_000
@@ -64,7 +65,7 @@ def load_nested(
     sources: list[str],
     options: PipelineOptions,
     run_id: str,
-    progress: Any,
+    progress: Progress,
     pipeline: str,
     spool: FailureSpool | None = None,
 ) -> tuple[NestedCounts, ValidationSummary]:

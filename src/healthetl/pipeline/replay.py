@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -26,35 +24,15 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
-from healthetl.db.schema import quarantine as q
 from healthetl.errors import AccountingError, UsageError
-from healthetl.pipeline.stages import (
-    LoadResult,
-    Progress,
-    _audit_row,
-    _execute,
-    _new_result,
-    lookup_tables,
-    quiet,
-    reference_keys,
-    table_writer,
-)
-from healthetl.pipeline.validate import Validator
-from healthetl.quarantine import Filter
+from healthetl.ledger import audit, quarantine
+from healthetl.ledger.quarantine import Candidate, Filter
+from healthetl.pipeline.load import table_writer
+from healthetl.pipeline.references import lookup_tables, reference_keys
+from healthetl.pipeline.transaction import execute, new_result
+from healthetl.pipeline.validator import Validator
+from healthetl.results import LoadResult, Progress, quiet
 from healthetl.sources import SOURCE_FILE, SOURCE_ROW
-
-
-@dataclass
-class Candidate:
-    """One rejected source row: its lineage, the row as received, its open record ids."""
-
-    run_id: str
-    source_file: str | None
-    source_row: int | None
-    original: str | None
-    ids: list[int] = field(default_factory=list)
-    errors: bool = False
-    matches: bool = False
 
 
 def replay(
@@ -74,12 +52,12 @@ def replay(
             "row by row; load the corrected file again"
         )
     mode = "merge" if dataset.primary_key else "append"
-    result = _new_result(f"replay:{dataset.name}", dataset.name, mode, ["quarantine"])
+    result = new_result(f"replay:{dataset.name}", dataset.name, mode, ["quarantine"])
     unreplayable = 0
 
     def body(conn: sa.Connection) -> None:
         nonlocal unreplayable
-        chosen = _candidates(conn, dataset.name, which)
+        chosen = quarantine.candidates(conn, dataset.name, which)
         todo = [c for c in chosen if c.original is not None]
         unreplayable = len(chosen) - len(todo)
         if not todo:
@@ -89,7 +67,7 @@ def replay(
             )
         _replay_into(conn, dataset, catalog, options, todo, result, mode, progress)
 
-    return _execute(
+    return execute(
         engine,
         result,
         body,
@@ -147,17 +125,11 @@ def _replay_into(
             f"{result.pipeline}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + quarantined "
             f"{counts.rows_quarantined} + duplicates dropped {counts.duplicates_dropped}; nothing was loaded"
         )
-    now = datetime.now(UTC)
-    for ids, status in ((passed, "replayed"), (failed, "superseded")):
-        for start in range(0, len(ids), 1000):
-            conn.execute(
-                q.update()
-                .where(q.c.id.in_(ids[start : start + 1000]))
-                .values(status=status, resolved_by=run_id, resolved_at=now)
-            )
+    quarantine.settle(conn, run_id, passed, failed)
     result.audit.append(
-        _audit_row(
-            result,
+        audit.entry(
+            run_id,
+            result.pipeline,
             catalog.table(dataset).name,
             counts.rows_in,
             writer.inserted,
@@ -166,28 +138,6 @@ def _replay_into(
             counts.rows_quarantined,
         )
     )
-
-
-def _candidates(conn: sa.Connection, dataset: str, which: Filter) -> list[Candidate]:
-    """Open rejected rows of ``dataset`` (every open record of each), in the filter's scope: a
-    rule filter picks the rows that failed that rule. Rows with warnings only are not rejects."""
-    scope = Filter(dataset=dataset, run_id=which.run_id, status="open", ids=which.ids)
-    query = (
-        sa.select(q.c.id, q.c.run_id, q.c.source_file, q.c.source_row, q.c.rule, q.c.severity, q.c.original)
-        .where(*scope.where())
-        .order_by(q.c.run_id, q.c.source_file, q.c.source_row, q.c.id)
-    )
-    found: dict[tuple[str, str | None, int | None], Candidate] = {}
-    for r in conn.execute(query):
-        key = (r.run_id, r.source_file, r.source_row)
-        c = found.get(key)
-        if c is None:
-            c = found[key] = Candidate(r.run_id, r.source_file, r.source_row, r.original)
-        c.ids.append(int(r.id))
-        c.errors = c.errors or r.severity == "error"
-        c.matches = c.matches or which.rule is None or r.rule == which.rule
-        c.original = c.original or r.original
-    return [c for c in found.values() if c.errors and c.matches]
 
 
 def _chunks(todo: list[Candidate], size: int) -> Iterator[list[Candidate]]:

@@ -5,24 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthetl.catalog import Catalog, catalog_for
+from healthetl.catalog import Catalog
 from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
 from healthetl.db import migrate
-from healthetl.db.schema import etl_runs
 from healthetl.errors import QualityGateError, SourceError, UsageError
-from healthetl.pipeline.stages import (
-    LoadResult,
-    Progress,
-    Source,
-    load,
-    load_batch,
-    quiet,
-    write_report,
-)
+from healthetl.ledger import runs
+from healthetl.pipeline.batch import load_batch
+from healthetl.pipeline.inputs import Source
+from healthetl.pipeline.load import load
+from healthetl.pipeline.validate import write_report
+from healthetl.results import LoadResult, Progress, quiet
 
 
 @dataclass
@@ -36,16 +31,13 @@ class RunResult:
     idle: list[str] = field(default_factory=list)
 
 
-def plan(
-    project: Project, selected: list[str] | None = None, catalog: Catalog | None = None
-) -> list[Pipeline]:
+def plan(project: Project, catalog: Catalog, selected: list[str] | None = None) -> list[Pipeline]:
     """The pipelines to run, dependencies first (dataset references and ``depends_on``)."""
     if not project.pipelines:
         where = project.path or "the current folder"
         raise UsageError(
             f"no pipelines declared in {where}", hint="write a project file with `healthetl init`"
         )
-    catalog = catalog or catalog_for(project)
     chosen = [project.pipeline(n) for n in selected] if selected else list(project.pipelines)
     by_dataset = {p.dataset: p.name for p in project.pipelines}
     deps: dict[str, set[str]] = {}
@@ -65,6 +57,7 @@ def run(
     project: Project,
     selected: list[str] | None = None,
     *,
+    catalog: Catalog,
     progress: Progress = quiet,
     force: bool = False,
     full_refresh: bool = False,
@@ -74,10 +67,9 @@ def run(
 ) -> RunResult:
     """Every selected pipeline, dependencies first. ``from_raw`` reprocesses the raw rows of
     one earlier run (its pipeline only) instead of reading the sources."""
-    catalog = catalog_for(project)
     if from_raw is not None:
         selected = [_pipeline_of_run(engine, from_raw)]
-    pipelines = plan(project, selected, catalog)
+    pipelines = plan(project, catalog, selected)
     if snapshot_date is not None:  # --snapshot-date: for records that carry no date of their own
         pipelines = [replace(p, options=replace(p.options, snapshot_date=snapshot_date)) for p in pipelines]
     batches = [p.name for p in pipelines if p.datasets]
@@ -177,11 +169,10 @@ def _batch(
 
 
 def _pipeline_of_run(engine: Engine, run_id: str) -> str:
-    with engine.connect() as conn:
-        pipeline = conn.execute(sa.select(etl_runs.c.pipeline).where(etl_runs.c.run_id == run_id)).scalar()
+    pipeline = runs.pipeline_of(engine, run_id)
     if pipeline is None:
         raise UsageError(f"no run {run_id!r} in the ledger", hint="see `healthetl state runs`")
-    return str(pipeline)
+    return pipeline
 
 
 def archive(pipeline: Pipeline, loaded: LoadResult) -> list[str]:

@@ -3,13 +3,15 @@
 A quarantine row is ``open`` until a replay loads it (``replayed``, with the replay's run id in
 ``resolved_by``), a replay re-validates it and it fails again (``superseded``: the replay run
 holds its current failure records), or someone deals with it (``resolved``, with a note).
-Replaying lives in :mod:`healthetl.pipeline.replay`.
+Replaying lives in :mod:`healthetl.pipeline.replay`; the statements it runs on this table are
+here (``candidates``, ``settle``). The rows are written by the bulk writer
+(:func:`healthetl.db.bulk.write_quarantine`), by COPY on PostgreSQL.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,3 +144,65 @@ def resolve(engine: Engine, which: Filter, note: str) -> int:
             .values(status="resolved", note=note.strip(), resolved_at=datetime.now(UTC))
         )
     return int(done.rowcount or 0)
+
+
+def rule_counts(engine: Engine, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Failed checks per run, column, rule and severity."""
+    if not run_ids:
+        return []
+    query = (
+        sa.select(q.c.run_id, q.c.column_name, q.c.rule, q.c.severity, sa.func.count().label("failures"))
+        .where(q.c.run_id.in_(run_ids))
+        .group_by(q.c.run_id, q.c.column_name, q.c.rule, q.c.severity)
+        .order_by(q.c.run_id, sa.func.count().desc(), q.c.rule)
+    )
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+@dataclass
+class Candidate:
+    """One rejected source row: its lineage, the row as received, its open record ids."""
+
+    run_id: str
+    source_file: str | None
+    source_row: int | None
+    original: str | None
+    ids: list[int] = field(default_factory=list)
+    errors: bool = False
+    matches: bool = False
+
+
+def candidates(conn: sa.Connection, dataset: str, which: Filter) -> list[Candidate]:
+    """Open rejected rows of ``dataset`` (every open record of each), in the filter's scope: a
+    rule filter picks the rows that failed that rule. Rows with warnings only are not rejects."""
+    scope = Filter(dataset=dataset, run_id=which.run_id, status="open", ids=which.ids)
+    query = (
+        sa.select(q.c.id, q.c.run_id, q.c.source_file, q.c.source_row, q.c.rule, q.c.severity, q.c.original)
+        .where(*scope.where())
+        .order_by(q.c.run_id, q.c.source_file, q.c.source_row, q.c.id)
+    )
+    found: dict[tuple[str, str | None, int | None], Candidate] = {}
+    for r in conn.execute(query):
+        key = (r.run_id, r.source_file, r.source_row)
+        c = found.get(key)
+        if c is None:
+            c = found[key] = Candidate(r.run_id, r.source_file, r.source_row, r.original)
+        c.ids.append(int(r.id))
+        c.errors = c.errors or r.severity == "error"
+        c.matches = c.matches or which.rule is None or r.rule == which.rule
+        c.original = c.original or r.original
+    return [c for c in found.values() if c.errors and c.matches]
+
+
+def settle(conn: sa.Connection, run_id: str, passed: list[int], failed: list[int]) -> None:
+    """After a replay, in its transaction: records of rows it loaded are ``replayed``, records of
+    rows that failed again ``superseded`` (the replay run holds their current failures)."""
+    now = datetime.now(UTC)
+    for ids, status in ((passed, "replayed"), (failed, "superseded")):
+        for start in range(0, len(ids), 1000):
+            conn.execute(
+                q.update()
+                .where(q.c.id.in_(ids[start : start + 1000]))
+                .values(status=status, resolved_by=run_id, resolved_at=now)
+            )

@@ -1,0 +1,137 @@
+"""What a load reads: files (fingerprinted by content, skipped when already loaded), the raw
+rows of an earlier run (``--from-raw``), or the rejects file of ``validate --rejects``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from healthetl.catalog import Catalog
+from healthetl.config import PipelineOptions
+from healthetl.datasets.spec import Dataset
+from healthetl.errors import SourceError, UsageError
+from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
+from healthetl.ledger import files
+from healthetl.pipeline.extract import frames_from
+from healthetl.sources import SOURCE_FILE, SOURCE_ROW
+
+
+@dataclass(frozen=True)
+class Source:
+    """A file to load, the raw rows of an earlier run (``--from-raw``), or the rejects file an
+    earlier ``validate --rejects`` wrote (its rows are quarantined and counted, not loaded)."""
+
+    path: str | None = None
+    raw_run_id: str | None = None
+    rejects: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.rejects is not None:
+            return f"rejects:{self.rejects}"
+        return self.path if self.path is not None else f"raw:{self.raw_run_id}"
+
+
+def rejected_frames(path: str, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+    """A rejects file (``validate --rejects``) as marked rows: one per rejected source row."""
+    for frame in frames_from([path], options):
+        missing = [c for c in FAILURE_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UsageError(
+                f"{path}: not a rejects file of `healthetl validate --rejects` "
+                f"(missing column(s) {', '.join(missing)})"
+            )
+        failures = frame[FAILURE_COLUMNS]
+        rows = pd.to_numeric(failures["source_row"], errors="coerce")
+        if rows.isna().any():
+            line = int(frame.loc[rows.isna(), SOURCE_ROW].iloc[0])
+            raise UsageError(f"{path}, row {line}: source_row is not a row number")
+        yield mark_rejected(failures.assign(source_row=rows.astype("int64")))
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def raw_frames(
+    conn: sa.Connection, table: sa.Table, run_id: str, dataset: Dataset, chunk_size: int
+) -> Iterator[pd.DataFrame]:
+    """The rows a run extracted, from the raw layer, as the text frames a reader yields."""
+    cols = [table.c[c] for c in dataset.column_names]
+    query = (
+        sa.select(table.c.source_file.label(SOURCE_FILE), table.c.source_row.label(SOURCE_ROW), *cols)
+        .where(table.c.run_id == run_id)
+        .order_by(table.c.raw_id)
+    )
+    rows = conn.execute(query).all()
+    if not rows:
+        raise UsageError(f"the raw layer of {dataset.name} has no rows of run {run_id}")
+    frame = pd.DataFrame(rows, columns=[SOURCE_FILE, SOURCE_ROW, *dataset.column_names])
+    for c in frame.columns:
+        frame[c] = frame[c].astype("int64") if c == SOURCE_ROW else frame[c].astype("str")
+    for start in range(0, len(frame), chunk_size):
+        yield frame.iloc[start : start + chunk_size].reset_index(drop=True)
+
+
+def unseen(
+    conn: sa.Connection,
+    items: list[Source],
+    raw_table: sa.Table | None,
+    force: bool,
+    skipped: list[tuple[str, str]],
+    inbox: str | None = None,
+) -> list[tuple[Source, str]]:
+    """Files to read (with their sha256); a file the raw layer already holds, or that this
+    inbox pipeline already loaded, is skipped (unless ``force``) and listed in ``skipped``
+    with the run that loaded it."""
+    todo: list[tuple[Source, str]] = []
+    for item in items:
+        if item.path is None:
+            todo.append((item, ""))
+            continue
+        if item.path == "-":  # a stream cannot be fingerprinted before it is read
+            todo.append((item, "stdin"))
+            continue
+        if not Path(item.path).exists():
+            raise SourceError(f"{item.path}: file not found")
+        sha = file_sha256(item.path) if raw_table is not None or inbox else ""
+        seen = None if force else files.loaded_by(conn, sha, raw_table=raw_table, inbox=inbox)
+        if seen is not None:
+            skipped.append((item.path, seen))
+            continue
+        todo.append((item, sha))
+    return todo
+
+
+def frames_of(
+    conn: sa.Connection, item: Source, dataset: Dataset, catalog: Catalog, options: PipelineOptions
+) -> Iterable[pd.DataFrame]:
+    """Files stream lazily; raw rows are read now, before the COPY thread owns the connection."""
+    if item.rejects is not None:
+        return rejected_frames(item.rejects, options)
+    if item.path is not None:
+        return frames_from([item.path], options)
+    table = catalog.raw_table(dataset)
+    if table is None:
+        raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
+    assert item.raw_run_id is not None
+    return list(raw_frames(conn, table, item.raw_run_id, dataset, options.chunk_size))
+
+
+def unmarked(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows that carry values: a rejected row in a stream carries only its failures."""
+    return frame.loc[frame[REJECTED].isna()] if REJECTED in frame.columns else frame
+
+
+def renamed(frame: pd.DataFrame, dataset: Dataset) -> pd.DataFrame:
+    renames = {k: v for k, v in dataset.renames.items() if k in frame.columns and v not in frame.columns}
+    return frame.rename(columns=renames) if renames else frame

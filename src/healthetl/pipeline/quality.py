@@ -1,0 +1,139 @@
+"""Batch-level data-quality checks: what they need is gathered while batches stream by, and
+evaluated once the batch is written (an ``error`` that fails rolls the load back)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from healthetl.datasets.spec import Dataset, Quality
+from healthetl.ledger.watermarks import parse_canonical
+from healthetl.results import BatchResult, CheckResult, Drift, Severity
+
+
+@dataclass
+class QualityTracker:
+    """Accumulates what the batch-level checks need while batches stream by."""
+
+    dataset: Dataset
+    rows_taken: int = 0
+    rows_accepted: int = 0
+    date_failures: int = 0
+    nulls: Counter[str] = field(default_factory=Counter)
+    accepted_required_nulls: int = 0
+    max_cursor: str | None = None
+    cursor: str | None = None
+
+    def add(self, batch: BatchResult) -> None:
+        self.rows_taken += batch.rows_in
+        self.rows_accepted += len(batch.clean)
+        self.nulls.update(batch.nulls)
+        if not batch.failures.empty:
+            dated = batch.failures[batch.failures["rule"].isin(["date", "timestamp"])]
+            self.date_failures += int(dated["source_row"].nunique())
+        required = [c.name for c in self.dataset.columns if c.required and c.name in batch.clean]
+        if required and len(batch.clean):
+            self.accepted_required_nulls += int(batch.clean[required].isna().any(axis=1).sum())
+        if self.cursor and len(batch.clean):
+            top = batch.clean[self.cursor].dropna().max()
+            if isinstance(top, str) and (self.max_cursor is None or top > self.max_cursor):
+                self.max_cursor = top
+
+    def evaluate(
+        self, quality: Quality, previous_rows: int | None, overrides: dict[str, Any], loaded: int
+    ) -> list[CheckResult]:
+        """``loaded``: rows that reached the table (after duplicates were resolved)."""
+        q = _merge_quality(quality, overrides)
+        out: list[CheckResult] = []
+        taken = self.rows_taken
+        accepted = self.rows_accepted
+        rate = self.accepted_required_nulls / accepted if accepted else 0.0
+        out.append(
+            CheckResult(
+                "required_null_rate",
+                "error",
+                rate,
+                q.required_null_rate,
+                rate <= q.required_null_rate,
+                detail="accepted rows with a missing required field",
+            )
+        )
+        rate = self.date_failures / taken if taken else 0.0
+        out.append(
+            CheckResult(
+                "invalid_date_rate",
+                "error",
+                rate,
+                q.invalid_date_rate,
+                rate <= q.invalid_date_rate,
+                detail="rows whose date or timestamp could not be read",
+            )
+        )
+        out.append(
+            CheckResult(
+                "row_count",
+                "error",
+                float(loaded),
+                1.0,
+                loaded >= 1 or q.allow_empty,
+                detail="rows to load" + (" (allow_empty)" if q.allow_empty else ""),
+            )
+        )
+        for column, threshold in sorted(q.null_rate.items()):
+            rate = self.nulls.get(column, 0) / taken if taken else 0.0
+            out.append(
+                CheckResult(
+                    "null_rate",
+                    "warning",
+                    rate,
+                    threshold,
+                    rate <= threshold,
+                    column=column,
+                    detail="missing values among the rows taken",
+                )
+            )
+        if previous_rows:
+            drop = max(0.0, (previous_rows - loaded) / previous_rows)
+            out.append(
+                CheckResult(
+                    "row_count_drop",
+                    "warning",
+                    drop,
+                    q.row_count_drop,
+                    drop <= q.row_count_drop,
+                    detail=f"against {previous_rows} rows of the last successful run",
+                )
+            )
+        if q.freshness_hours is not None and self.max_cursor is not None:
+            age = (datetime.now(UTC) - parse_canonical(self.max_cursor)).total_seconds() / 3600
+            out.append(
+                CheckResult(
+                    "freshness_hours",
+                    "warning",
+                    round(age, 3),
+                    q.freshness_hours,
+                    age <= q.freshness_hours,
+                    column=self.cursor,
+                    detail=f"newest {self.cursor} {self.max_cursor}",
+                )
+            )
+        return out
+
+
+def _merge_quality(quality: Quality, overrides: dict[str, Any]) -> Quality:
+    if not overrides:
+        return quality
+    values = dict(overrides)
+    if "null_rate" in values:
+        values["null_rate"] = {**quality.null_rate, **values["null_rate"]}
+    return replace(quality, **values)
+
+
+def drift_checks(findings: list[Drift], severity: Severity) -> list[CheckResult]:
+    """Drift findings as the run's data-quality checks (stored, reported, shown)."""
+    return [
+        CheckResult(f"drift_{f.kind}", severity, float(len(f.columns)), 0.0, False, detail=f.describe())
+        for f in findings
+    ]

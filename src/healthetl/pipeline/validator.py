@@ -1,0 +1,292 @@
+"""Validation: standardise a text frame, run the dataset's pandera schema, split the rows.
+
+Every input row ends up in exactly one place: ``clean`` (loadable) or ``quarantined`` (at
+least one error-severity failure). Rows that fail only warning-severity checks stay clean and
+are counted. ``failures`` holds one record per failed check, the shape of the quarantine table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import pandera.errors as pa_errors
+
+from healthetl import checks
+from healthetl.config import PipelineOptions
+from healthetl.datasets.spec import (
+    CompiledDataset,
+    Dataset,
+    LookupTable,
+    Rule,
+    compile_dataset,
+    key_series,
+    typed_frame,
+)
+from healthetl.errors import DataContractError, DriftError
+from healthetl.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
+from healthetl.results import BatchResult, Drift, ValidationSummary
+from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW, normalise_name
+
+
+class Validator:
+    """One validation session: duplicate keys are tracked across all its batches."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        options: PipelineOptions,
+        known_keys: Mapping[str, pd.Index] | None = None,
+        window: tuple[str, str] | None = None,
+        lookups: Mapping[str, LookupTable] | None = None,
+    ) -> None:
+        """``window`` = (cursor column, first accepted value as canonical UTC text): rows
+        whose cursor is older are skipped, not validated (incremental loads)."""
+        self.dataset = dataset
+        self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys, lookups)
+        self.summary = ValidationSummary(dataset.name, skipped_checks=list(self.compiled.skipped))
+        self.window = window
+        self.drift_policy = options.drift
+        self._declared = set(dataset.column_names)
+        #: declared column -> the (normalised) source column it is read from
+        self._received = {v: normalise_name(k) for k, v in dataset.renames.items()}
+
+    def validate(self, raw: pd.DataFrame) -> BatchResult:
+        """Rows an earlier ``validate`` rejected arrive marked (``REJECTED``, in a stream
+        between stages): they are not validated again; their failure records are taken as
+        they come, so the run counts and quarantines them."""
+        carried = pd.DataFrame(columns=FAILURE_COLUMNS)
+        n_carried = 0
+        if REJECTED in raw.columns:
+            marked = raw[REJECTED].notna()
+            n_carried = int(marked.sum())
+            if n_carried:
+                carried = unmark_rejected(raw.loc[marked])
+            raw = raw.loc[~marked].drop(columns=REJECTED).reset_index(drop=True)
+            if raw.empty and n_carried:  # nothing to validate: a batch of rejected rows only
+                result = BatchResult(raw, carried, n_carried, n_carried, 0)
+                self.summary.add(result)
+                return result
+        compiled = self.compiled
+        std = compiled.standardise(raw)
+        self._check_contract(raw, std)
+        self._check_drift(raw)
+        skipped = 0
+        if self.window is not None:
+            cursor, start = self.window
+            values = std[cursor]
+            old = (checks.is_timestamp(values) & (values < start)).to_numpy()
+            skipped = int(old.sum())
+            if skipped:
+                raw, std = raw.loc[~old], std.loc[~old]
+        try:
+            compiled.schema.validate(std, lazy=True)
+            cases = None
+        except pa_errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        failures = self._failures(raw, std, cases)
+        if self.dataset.model is not None:
+            passed = ~std.index.isin(failures.loc[failures["severity"] == "error", "_index"])
+            extra = self._model_failures(raw, std.loc[passed])
+            if not extra.empty:
+                failures = pd.concat([failures, extra], ignore_index=True)
+
+        error_rows = set(failures.loc[failures["severity"] == "error", "_index"])
+        warn_rows = set(failures.loc[failures["severity"] == "warning", "_index"]) - error_rows
+        keep = ~std.index.isin(list(error_rows))
+        clean = std.loc[keep].copy()
+        for col in LINEAGE:
+            clean[col] = raw.loc[keep, col]
+        for key_cols, tracker in compiled.trackers:
+            tracker.add(key_series(clean, key_cols))
+        failures = failures.drop(columns="_index")
+        if n_carried:
+            failures = pd.concat([failures, carried], ignore_index=True) if len(failures) else carried
+        result = BatchResult(
+            clean=clean,
+            failures=failures,
+            rows_in=len(raw) + n_carried,
+            rows_quarantined=len(error_rows) + n_carried,
+            rows_warned=len(warn_rows),
+            rows_skipped=skipped,
+            nulls={c: int(std[c].isna().sum()) for c in std.columns if c in self._declared},
+        )
+        self.summary.add(result)
+        return result
+
+    def _check_contract(self, raw: pd.DataFrame, std: pd.DataFrame) -> None:
+        missing = [c.name for c in self.dataset.columns if c.required and c.name not in std.columns]
+        if missing:
+            name = raw[SOURCE_FILE].iloc[0] if len(raw) else "input"
+            found = ", ".join(c for c in raw.columns if c not in LINEAGE) or "none"
+            raise DataContractError(
+                f"{name}: missing required column(s) {', '.join(missing)} "
+                f"for dataset {self.dataset.name!r} (found: {found})"
+            )
+
+    def _check_drift(self, raw: pd.DataFrame) -> None:
+        """Columns the source sends that the dataset does not declare, and declared optional
+        columns it does not send: reported (``warn``), refused (``fail``) or ``ignore``d."""
+        if self.drift_policy == "ignore":
+            return
+        source = str(raw[SOURCE_FILE].iloc[0]) if len(raw) and SOURCE_FILE in raw else "input"
+        sent = [c for c in raw.columns if c not in LINEAGE]
+        renamed = {declared for declared, source_name in self._received.items() if source_name in sent}
+        known = (
+            self._declared | set(self._received.values()) | {normalise_name(c) for c in self.dataset.unused}
+        )
+        looked_up = {lk.column for lk in self.dataset.lookups} | {
+            f for lk in self.dataset.lookups for f in lk.fetch
+        }
+        found = [
+            Drift("new_columns", source, tuple(c for c in sent if c not in known)),
+            Drift(
+                "missing_columns",
+                source,
+                tuple(
+                    c.name
+                    for c in self.dataset.columns
+                    if not c.required
+                    and c.default is None
+                    and c.name not in looked_up
+                    and c.name not in sent
+                    and c.name not in renamed
+                ),
+            ),
+        ]
+        self.report_drift([f for f in found if f.columns])
+
+    def report_drift(self, findings: list[Drift]) -> None:
+        if self.drift_policy == "ignore":
+            return
+        fresh = [f for f in findings if self.summary.note_drift(f)]
+        if fresh and self.drift_policy == "fail":
+            raise DriftError(self.dataset.name, fresh)
+
+    def _failures(self, raw: pd.DataFrame, std: pd.DataFrame, cases: pd.DataFrame | None) -> pd.DataFrame:
+        if cases is None or cases.empty:
+            return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
+        whole = cases[cases["index"].isna()]
+        if not whole.empty:
+            first = whole.iloc[0]
+            raise DataContractError(
+                f"{self.dataset.name}: the batch failed {first['check']} on column {first['column']}"
+            )
+        parts: list[pd.DataFrame] = []
+        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
+        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
+        for _, group in groups:
+            rule = self._rule_for(group.iloc[0])
+            index = group["index"].astype("int64").drop_duplicates()
+            received = self._received.get(str(rule.column), rule.column)
+            if received not in raw.columns:  # the file uses the declared name itself
+                received = rule.column
+            if rule.name not in _STANDARDISED_VALUE and received in raw.columns:
+                values = raw.loc[index.to_numpy(), received]  # quoted as received, never rewritten
+            elif rule.column in std.columns:
+                values = std.loc[index.to_numpy(), rule.column]
+            elif rule.name == "duplicate_key":
+                values = key_series(std.loc[index.to_numpy()], self.dataset.primary_key)
+            else:
+                values = pd.Series([None] * len(index))
+            reasons = _reasons(rule, values)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "_index": index.to_numpy(),
+                        "column_name": rule.column,
+                        "rule": rule.name,
+                        "severity": rule.severity,
+                        "reason": reasons,
+                    }
+                )
+            )
+        # a frame-level check is reported once per column of the row: keep one per row and rule
+        out = pd.concat(parts, ignore_index=True).drop_duplicates(["_index", "column_name", "rule"])
+        out = _with_lineage(out, raw).sort_values(["source_row", "column_name", "rule"], kind="stable")
+        return out[[*FAILURE_COLUMNS, "_index"]].reset_index(drop=True)
+
+    def _model_failures(self, raw: pd.DataFrame, std: pd.DataFrame) -> pd.DataFrame:
+        """The dataset's own pandera model, on the typed rows that passed every declared check."""
+        model = self.dataset.model
+        label = getattr(model, "__name__", "model")
+        try:
+            model.validate(typed_frame(self.dataset, std), lazy=True)
+            return pd.DataFrame(columns=[*FAILURE_COLUMNS, "_index"])
+        except pa_errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        whole = cases[cases["index"].isna()]
+        if not whole.empty:
+            first = whole.iloc[0]
+            raise DataContractError(
+                f"{self.dataset.name}: model {label} failed {first['check']} on column {first['column']}"
+            )
+        identifying = {c.name for c in self.dataset.columns if c.identifying}
+        records = []
+        for case in cases.drop_duplicates(["index", "column", "check"]).itertuples(index=False):
+            column = case.column if isinstance(case.column, str) else None
+            check = str(case.check)
+            value = "" if column in identifying or column is None else f" {case.failure_case!r}"
+            severity = self.dataset.severity.get(check, "error")
+            records.append(
+                {
+                    "_index": int(case.index),
+                    "column_name": column,
+                    "rule": check,
+                    "severity": "warning" if severity == "warning" else "error",
+                    "reason": f"{column or 'row'}{value} failed {check} ({label})",
+                }
+            )
+        out = pd.DataFrame.from_records(records)
+        return _with_lineage(out, raw)[[*FAILURE_COLUMNS, "_index"]]
+
+    def _rule_for(self, case: Any) -> Rule:
+        compiled = self.compiled
+        if case.check == "not_nullable":
+            return compiled.required_rules[case.column]
+        column = None if case.schema_context == "DataFrameSchema" else case.column
+        number = int(case.check_number) if case.check_number is not None else -1
+        try:
+            return compiled.rules[(column, number)]
+        except KeyError:
+            # a pandera-internal check (e.g. dtype); treat it as a contract failure
+            raise DataContractError(
+                f"{self.dataset.name}: column {case.column} failed {case.check}"
+            ) from None
+
+
+#: rules whose reason shows the value healthetl computed: a key, or a lookup's unresolved key
+_STANDARDISED_VALUE = {"duplicate_key", "reference", "ambiguous_reference"}
+
+
+def _reasons(rule: Rule, values: pd.Series) -> list[str]:
+    """One reason per failing value, formatted once per distinct value."""
+    if not rule.shows_value:
+        return [rule.reason(None)] * len(values)
+    plain = values.astype(object).where(values.notna(), None).to_numpy()
+    cache: dict[Any, str] = {}
+    out = []
+    for v in plain:
+        text = cache.get(v)
+        if text is None:
+            text = cache[v] = rule.reason(v)
+        out.append(text)
+    return out
+
+
+def _with_lineage(out: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
+    """Failure records get the source file and row of their input row, and the row as received."""
+    rows = raw.loc[out["_index"]]
+    out["source_file"] = rows[SOURCE_FILE].to_numpy()
+    out["source_row"] = rows[SOURCE_ROW].to_numpy()
+    out["original"] = _original_json(raw, out["_index"])
+    return out
+
+
+def _original_json(raw: pd.DataFrame, index: pd.Series) -> list[str]:
+    """Each row as received (lineage columns aside), as one JSON object per row."""
+    cols = [c for c in raw.columns if c not in LINEAGE]
+    rows = raw.loc[index.to_numpy(), cols]
+    text = rows.to_json(orient="records", lines=True, force_ascii=False)
+    return text.rstrip("\n").split("\n") if len(rows) else []
