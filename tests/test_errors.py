@@ -172,18 +172,18 @@ def test_malformed_csv_names_the_line_but_not_the_values(cli, tmp_path: Path) ->
 
 
 def test_quoted_newlines_and_large_files_stream_in_order(cli, tmp_path: Path) -> None:
-    from healthetl.sources import readers
+    from healthetl.sources import csvfile, readers
 
     src = tmp_path / "doctors.csv"
     rows = [f'{i},"Dr. {i}\nline two, with comma",Vein' for i in range(30_000)]
     src.write_text("doctor_id,name,specialty\n" + "\n".join(rows) + "\n")
     assert src.stat().st_size > 16 * 64 * 1024
-    block = readers.CSV_BLOCK_BYTES
-    readers.CSV_BLOCK_BYTES = 64 * 1024  # force many record-aligned blocks
+    block = csvfile.CSV_BLOCK_BYTES
+    csvfile.CSV_BLOCK_BYTES = 64 * 1024  # force many record-aligned blocks
     try:
         frames = list(readers.read_frames(str(src), chunk_size=7_000))
     finally:
-        readers.CSV_BLOCK_BYTES = block
+        csvfile.CSV_BLOCK_BYTES = block
     ids = [int(v) for f in frames for v in f["doctor_id"]]
     assert ids == list(range(30_000))
     assert frames[0]["name"].iloc[1] == "Dr. 1\nline two, with comma"

@@ -22,7 +22,6 @@ from typing import Any
 
 from healthetl.config import LOAD_MODES
 from healthetl.errors import UsageError
-from healthetl.pipeline.inputs import Source
 from healthetl.pipeline.load import load as load_files
 from healthetl.pipeline.run import RunResult
 from healthetl.pipeline.run import run as run_pipelines
@@ -137,7 +136,7 @@ def load(
         return load_files(
             session.db,
             ds,
-            [Source(path=str(p)) for p in paths],
+            [str(p) for p in paths],
             options,
             mode=mode,
             pipeline=name,

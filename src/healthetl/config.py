@@ -97,23 +97,6 @@ def parse_delimiter(value: object, where: str) -> str:
     return text
 
 
-SOURCE_SUFFIXES = (
-    ".csv",
-    ".tsv",
-    ".txt",
-    ".xlsx",
-    ".xlsm",
-    ".xls",
-    ".xlsb",
-    ".ods",
-    ".parquet",
-    ".pq",
-    ".ndjson",
-    ".jsonl",
-    ".json",
-)
-
-
 @dataclass(frozen=True)
 class Pipeline:
     name: str
@@ -128,13 +111,6 @@ class Pipeline:
     #: several related datasets in one batch: dataset -> file pattern inside the source folder
     datasets: dict[str, str] = field(default_factory=dict)
 
-    def dataset_files(self) -> dict[str, list[Path]]:
-        """For a multi-dataset pipeline: the files of each dataset (fnmatch on the file name)."""
-        from fnmatch import fnmatch
-
-        files = self.source_paths()
-        return {ds: [f for f in files if fnmatch(f.name, pattern)] for ds, pattern in self.datasets.items()}
-
     def archive_root(self) -> Path | None:
         """The folder every archived file goes under (the archive path up to ``{date}``)."""
         if not self.archive:
@@ -148,32 +124,6 @@ class Pipeline:
             return None
         folder = Path(self.archive.replace("{date}", day))
         return folder if folder.is_absolute() else self.base_dir / folder
-
-    def source_paths(self) -> list[Path]:
-        """The files this pipeline reads: a path, a folder (every data file below it, except the
-        archive) or a glob, relative to the project file."""
-        pattern = self.source
-        base = self.base_dir
-        folder = Path(pattern) if Path(pattern).is_absolute() else base / pattern
-        if folder.is_dir():
-            skip = self.archive_root()
-            return sorted(
-                p
-                for p in folder.rglob("*")
-                if p.is_file()
-                and p.name.lower().removesuffix(".gz").endswith(SOURCE_SUFFIXES)
-                and not (skip is not None and skip in p.resolve().parents)
-            )
-        if any(ch in pattern for ch in "*?["):
-            root = Path(pattern)
-            if root.is_absolute():
-                anchor = Path(root.anchor)
-                matches = sorted(anchor.glob(str(root.relative_to(anchor))))
-            else:
-                matches = sorted(base.glob(pattern))
-            return [m for m in matches if m.is_file()]
-        path = Path(pattern)
-        return [path if path.is_absolute() else base / path]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from healthetl.sources import readers
+from healthetl.sources import csvfile
 from tests.conftest import APPOINTMENTS_HEADER, appointments_csv, subprocess_env
 
 HEADER = "booking_id,patient_id,doctor_id,booking_date,status\n"
@@ -47,7 +47,7 @@ def test_an_unbalanced_quote_names_the_line_where_the_field_opened(cli, tmp_path
 def test_quoted_line_breaks_and_doubled_quotes_survive_any_block_size(
     cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
 ) -> None:
-    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", block)
+    monkeypatch.setattr(csvfile, "CSV_BLOCK_BYTES", block)
     body = (
         '1,10,100,2025-10-20,"multi\nline ""quoted"" value"\n'
         '2,11,100,2025-10-20,"a, b"\n'

@@ -22,7 +22,7 @@ from healthetl.config import LOAD_MODES, PipelineOptions, parse_delimiter
 from healthetl.errors import ExitCode, UsageError
 from healthetl.pipeline import run as run_mod
 from healthetl.pipeline.extract import extract as extract_file
-from healthetl.pipeline.inputs import Source
+from healthetl.pipeline.inputs import RejectsFile
 from healthetl.pipeline.load import load as load_files
 from healthetl.pipeline.validate import validate as validate_file
 from healthetl.results import LoadResult
@@ -247,9 +247,9 @@ def load(
     options = _reading(options, delimiter, quote)
     if _snapshot(snapshot_date):
         options = replace(options, snapshot_date=snapshot_date)
-    sources = [Source(path=input)]
+    sources: list[str | RejectsFile] = [input]
     if rejects is not None:
-        sources.append(Source(rejects=rejects))
+        sources.append(RejectsFile(rejects))
     result = load_files(
         session.db,
         ds,

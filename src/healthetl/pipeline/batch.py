@@ -11,10 +11,10 @@ from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
-from healthetl.pipeline.inputs import Source
 from healthetl.pipeline.load import load_dataset
 from healthetl.pipeline.transaction import absorb, execute, new_result
 from healthetl.results import LoadResult, Progress, quiet
+from healthetl.sources.base import Source
 
 
 def load_batch(

@@ -9,21 +9,20 @@ import pandas as pd
 from healthetl import interrupts
 from healthetl.config import PipelineOptions
 from healthetl.results import ExtractResult
-from healthetl.sources import open_writer, read_frames
+from healthetl.sources import open_writer
+from healthetl.sources.base import FileSource
 
 
 def frames_from(sources: Iterable[str], options: PipelineOptions) -> Iterator[pd.DataFrame]:
     for source in sources:
-        for frame in read_frames(
-            source,
-            chunk_size=options.chunk_size,
-            sheet=options.sheet,
-            encoding=options.encoding,
-            delimiter=options.delimiter,
-            quote=options.quote,
-        ):
-            interrupts.check()  # a signal whose interrupt was lost stops the run here
-            yield frame
+        yield from checked(FileSource(source).frames(options))
+
+
+def checked(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """The frames, with a check for a pending interrupt between them."""
+    for frame in frames:
+        interrupts.check()  # a signal whose interrupt was lost stops the run here
+        yield frame
 
 
 def extract(source: str, output: str, options: PipelineOptions, *, csv_safe: bool = False) -> ExtractResult:

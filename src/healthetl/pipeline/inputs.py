@@ -3,10 +3,8 @@ rows of an earlier run (``--from-raw``), or the rejects file of ``validate --rej
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import sqlalchemy as sa
@@ -14,27 +12,55 @@ import sqlalchemy as sa
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
-from healthetl.errors import SourceError, UsageError
+from healthetl.errors import UsageError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
 from healthetl.ledger import files
-from healthetl.pipeline.extract import frames_from
+from healthetl.pipeline.extract import checked, frames_from
 from healthetl.sources import SOURCE_FILE, SOURCE_ROW
+from healthetl.sources.base import Source
 
 
 @dataclass(frozen=True)
-class Source:
-    """A file to load, the raw rows of an earlier run (``--from-raw``), or the rejects file an
-    earlier ``validate --rejects`` wrote (its rows are quarantined and counted, not loaded)."""
+class RawRun:
+    """The rows an earlier run extracted, read again from the raw layer (``--from-raw``)."""
 
-    path: str | None = None
-    raw_run_id: str | None = None
-    rejects: str | None = None
+    run_id: str
+    path: None = None
 
     @property
     def label(self) -> str:
-        if self.rejects is not None:
-            return f"rejects:{self.rejects}"
-        return self.path if self.path is not None else f"raw:{self.raw_run_id}"
+        return f"raw:{self.run_id}"
+
+    def check(self) -> None:
+        return None
+
+    def fingerprint(self) -> str:
+        return ""
+
+    def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+        raise UsageError("raw rows are read inside the load's transaction (see frames_of)")
+
+
+@dataclass(frozen=True)
+class RejectsFile:
+    """The rejects file an earlier ``validate --rejects`` wrote: its rows are quarantined and
+    counted by the load, not loaded."""
+
+    rejects: str
+    path: None = None
+
+    @property
+    def label(self) -> str:
+        return f"rejects:{self.rejects}"
+
+    def check(self) -> None:
+        return None
+
+    def fingerprint(self) -> str:
+        return ""
+
+    def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+        return rejected_frames(self.rejects, options)
 
 
 def rejected_frames(path: str, options: PipelineOptions) -> Iterator[pd.DataFrame]:
@@ -52,14 +78,6 @@ def rejected_frames(path: str, options: PipelineOptions) -> Iterator[pd.DataFram
             line = int(frame.loc[rows.isna(), SOURCE_ROW].iloc[0])
             raise UsageError(f"{path}, row {line}: source_row is not a row number")
         yield mark_rejected(failures.assign(source_row=rows.astype("int64")))
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def raw_frames(
@@ -95,15 +113,11 @@ def unseen(
     with the run that loaded it."""
     todo: list[tuple[Source, str]] = []
     for item in items:
-        if item.path is None:
-            todo.append((item, ""))
+        item.check()
+        if item.path is None or item.path == "-":  # a stream cannot be fingerprinted before it is read
+            todo.append((item, item.fingerprint()))
             continue
-        if item.path == "-":  # a stream cannot be fingerprinted before it is read
-            todo.append((item, "stdin"))
-            continue
-        if not Path(item.path).exists():
-            raise SourceError(f"{item.path}: file not found")
-        sha = file_sha256(item.path) if raw_table is not None or inbox else ""
+        sha = item.fingerprint() if raw_table is not None or inbox else ""
         seen = None if force else files.loaded_by(conn, sha, raw_table=raw_table, inbox=inbox)
         if seen is not None:
             skipped.append((item.path, seen))
@@ -116,15 +130,12 @@ def frames_of(
     conn: sa.Connection, item: Source, dataset: Dataset, catalog: Catalog, options: PipelineOptions
 ) -> Iterable[pd.DataFrame]:
     """Files stream lazily; raw rows are read now, before the COPY thread owns the connection."""
-    if item.rejects is not None:
-        return rejected_frames(item.rejects, options)
-    if item.path is not None:
-        return frames_from([item.path], options)
+    if not isinstance(item, RawRun):
+        return checked(item.frames(options))
     table = catalog.raw_table(dataset)
     if table is None:
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
-    assert item.raw_run_id is not None
-    return list(raw_frames(conn, table, item.raw_run_id, dataset, options.chunk_size))
+    return list(raw_frames(conn, table, item.run_id, dataset, options.chunk_size))
 
 
 def unmarked(frame: pd.DataFrame) -> pd.DataFrame:

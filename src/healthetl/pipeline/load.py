@@ -7,7 +7,7 @@ the batch-level checks, advance the watermark, and hand the audit entries to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,13 +23,14 @@ from healthetl.errors import AccountingError, QualityGateError, UsageError
 from healthetl.ledger import audit, watermarks
 from healthetl.ledger import checks as ledger_checks
 from healthetl.pipeline import analytics
-from healthetl.pipeline.inputs import Source, frames_of, renamed, unmarked, unseen
+from healthetl.pipeline.inputs import frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
 from healthetl.pipeline.quality import QualityTracker, drift_checks
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
 from healthetl.results import CheckResult, LoadResult, Progress, RunCounts, quiet
+from healthetl.sources.base import FileSource, Source
 
 #: one source to read: what it is, its sha256 (or a marker), its frames
 Opened = tuple[Source, str, Iterable[pd.DataFrame]]
@@ -38,7 +39,7 @@ Opened = tuple[Source, str, Iterable[pd.DataFrame]]
 def load(
     engine: Engine,
     dataset: Dataset,
-    sources: list[str] | list[Source],
+    sources: Sequence[str | Source],
     options: PipelineOptions,
     *,
     catalog: Catalog,
@@ -61,7 +62,7 @@ def load(
     written. All of it commits together, or nothing does (the run is then recorded failed).
     """
     mode = mode or dataset.default_mode
-    items = [s if isinstance(s, Source) else Source(path=s) for s in sources]
+    items: list[Source] = [FileSource(s) if isinstance(s, str) else s for s in sources]
     result = new_result(pipeline or dataset.name, dataset.name, mode, [i.label for i in items])
 
     def body(conn: sa.Connection) -> None:

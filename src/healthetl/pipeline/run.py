@@ -10,14 +10,17 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
+from healthetl.datasets.spec import Dataset
 from healthetl.db import migrate
-from healthetl.errors import QualityGateError, SourceError, UsageError
+from healthetl.errors import QualityGateError, UsageError
 from healthetl.ledger import runs
 from healthetl.pipeline.batch import load_batch
-from healthetl.pipeline.inputs import Source
+from healthetl.pipeline.inputs import RawRun
 from healthetl.pipeline.load import load
 from healthetl.pipeline.validate import write_report
 from healthetl.results import LoadResult, Progress, quiet
+from healthetl.sources import discover
+from healthetl.sources.base import Source
 
 
 @dataclass
@@ -101,12 +104,9 @@ def run(
             dataset = catalog.dataset(p.dataset)
             sources: list[Source]
             if from_raw is not None:
-                sources = [Source(raw_run_id=from_raw)]
+                sources = [RawRun(from_raw)]
             else:
-                paths = [str(x) for x in p.source_paths()]
-                if not paths:
-                    raise SourceError(f"pipeline {p.name}: no file matches {p.source!r} in {p.base_dir}")
-                sources = [Source(path=x) for x in paths]
+                sources = list(discover.discover(p))
             result.results.append(
                 load(
                     engine,
@@ -137,8 +137,8 @@ def run(
 
 def _inbox_has_files(p: Pipeline) -> bool:
     if p.datasets:
-        return any(p.dataset_files().values())
-    return bool(p.source_paths())
+        return any(discover.dataset_files(p).values())
+    return bool(discover.pipeline_files(p))
 
 
 def _batch(
@@ -146,15 +146,12 @@ def _batch(
 ) -> LoadResult:
     """A pipeline of several related datasets: each dataset's files, dependencies first, in one
     transaction."""
-    files = p.dataset_files()
+    files = discover.discover_datasets(p)
     deps = {ds: catalog.dataset(ds).depends_on & set(files) for ds in files}
     order = dependency_order(list(files), deps)
-    if not any(files.values()):
-        raise SourceError(
-            f"pipeline {p.name}: no file in {p.source!r} matches "
-            + ", ".join(f"{ds}={pat!r}" for ds, pat in p.datasets.items())
-        )
-    steps = [(catalog.dataset(ds), [Source(path=str(f)) for f in files[ds]]) for ds in order if files[ds]]
+    steps: list[tuple[Dataset, list[Source]]] = [
+        (catalog.dataset(ds), list(files[ds])) for ds in order if files[ds]
+    ]
     return load_batch(
         engine,
         steps,

@@ -1,5 +1,6 @@
-"""Streaming readers of JSON records: NDJSON (also .gz), a JSON array file, a folder of JSON
-files. One record in memory at a time; a bad line is reported with its number, not fatal."""
+"""JSON files: NDJSON (also .gz), a JSON array, one object, a folder of them. Nested datasets
+read them as records, one in memory at a time, a bad line reported with its number; flat
+datasets read them as text frames (nested values kept as JSON text)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,16 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Literal, TextIO
+
+import pandas as pd
 
 from healthetl.errors import SourceError
+from healthetl.sources.formats import gzipped, holds_records
+from healthetl.sources.text import encoding_message, first_bad_line
 
-JSON_SUFFIXES = (".ndjson", ".jsonl", ".json", ".ndjson.gz", ".jsonl.gz", ".json.gz")
+#: what the NDJSON reader does with a line that is not a JSON object
+BadLines = Literal["keep", "fail"]
 
 
 @dataclass
@@ -29,7 +35,7 @@ class Record:
 def json_files(path: str) -> list[Path]:
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(JSON_SUFFIXES))
+        files = sorted(f for f in p.rglob("*") if f.is_file() and holds_records(f.name))
         if not files:
             raise SourceError(f"{path}: no .json/.ndjson files in this folder")
         return files
@@ -63,7 +69,7 @@ def _read_file(file: Path) -> Iterator[Record]:
             if first == "{" and not _is_ndjson(file):
                 yield from _single(fh, file)
             else:
-                yield from _lines(fh, file)
+                yield from ndjson_lines(fh, file)
     except EOFError:
         raise SourceError(
             f"{file}: the compressed file is truncated; nothing from it was loaded "
@@ -126,18 +132,20 @@ def loads(line: str) -> tuple[Any, str | None]:
     return value, problem(line, value)
 
 
-def _lines(fh: TextIO, file: Path) -> Iterator[Record]:
+def ndjson_lines(fh: TextIO, file: Path, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
+    """The NDJSON reader: one record per non-blank line. A line that is not a JSON object is a
+    record carrying why (``keep``: nested loads quarantine it) or stops the file (``fail``: flat
+    files, read as a table, have no place for it)."""
     for lineno, line in enumerate(fh, start=1):
         if not line.strip():
             continue
         value, why = loads(line)
+        if why is None and not isinstance(value, dict):
+            why = f"expected a JSON object, got {type(value).__name__}"
         if why is not None:
+            if bad_lines == "fail":
+                raise SourceError(f"{file}, line {lineno}: {why}")
             yield Record(file.name, lineno, None, why, str(file))
-            continue
-        if not isinstance(value, dict):
-            yield Record(
-                file.name, lineno, None, f"expected a JSON object, got {type(value).__name__}", str(file)
-            )
             continue
         yield Record(file.name, lineno, value, path=str(file))
 
@@ -172,3 +180,59 @@ def _array(fh: BinaryIO, file: Path) -> Iterator[Record]:
             raise SourceError(f"{file}: the JSON array is not closed (truncated file?)") from None
         # the parser cannot find the next record after a syntax error: the rest is one failure
         yield Record(file.name, index + 1, None, f"invalid JSON ({text})", str(file))
+
+
+def read_ndjson(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Flat NDJSON: one object per line; nested values are kept as JSON text; a bad line fails."""
+    opener: Any = gzip.open if gzipped(path) else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            yield from _frames(
+                (
+                    rec.value
+                    for rec in ndjson_lines(fh, Path(path), bad_lines="fail")
+                    if rec.value is not None
+                ),
+                chunk_size,
+            )
+    except UnicodeDecodeError:
+        raise SourceError(encoding_message(path, "utf-8", first_bad_line(path, "utf-8"))) from None
+    except (OSError, EOFError) as exc:
+        raise SourceError(f"{path}: cannot read, the file looks truncated ({exc})") from None
+
+
+def read_json(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+    """A .json file of records: an array of objects (streamed), or one object (one record);
+    nested values are kept as JSON text, as for NDJSON."""
+
+    def values() -> Iterator[dict[str, Any]]:
+        for rec in read_records(path):
+            if rec.value is None:
+                raise SourceError(f"{path}, record {rec.source_row}: {rec.error}")
+            yield rec.value
+
+    return _frames(values(), chunk_size)
+
+
+def _frames(values: Iterator[dict[str, Any]], chunk_size: int) -> Iterator[pd.DataFrame]:
+    """Objects as text frames of at most ``chunk_size`` rows; at least one (maybe empty)."""
+    rows: list[dict[str, Any]] = []
+    yielded = False
+    for value in values:
+        rows.append({k: _json_text(v) for k, v in value.items()})
+        if len(rows) >= chunk_size:
+            yield pd.DataFrame(rows, dtype="str")
+            yielded = True
+            rows = []
+    if rows or not yielded:
+        yield pd.DataFrame(rows, dtype="str")
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value).lower() if isinstance(value, bool) else str(value)

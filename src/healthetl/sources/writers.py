@@ -20,6 +20,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from healthetl.errors import SourceError, UsageError
+from healthetl.sources.formats import output_kind
 from healthetl.sources.readers import SOURCE_ROW, STREAM_END, STREAM_MARK
 
 
@@ -44,7 +45,7 @@ class FrameWriter:
 
     def __init__(self, target: str, *, csv_safe: bool = False) -> None:
         self.target = target
-        self.kind = _kind(target)
+        self.kind = output_kind(target)
         #: CSV for spreadsheets: text that a spreadsheet would run as a formula gets a leading '
         self.csv_safe = csv_safe and self.kind == "csv"
         self._part: Path | None = None
@@ -126,27 +127,6 @@ class FrameWriter:
             except Exception:
                 if et is None:
                     raise
-
-
-def _kind(target: str) -> str:
-    if target == "-":
-        return "arrow"
-    name = target.lower().removesuffix(".gz")
-    for suffix, kind in (
-        (".parquet", "parquet"),
-        (".csv", "csv"),
-        (".ndjson", "ndjson"),
-        (".jsonl", "ndjson"),
-        (".arrow", "arrow"),
-    ):
-        if name.endswith(suffix):
-            if kind in ("parquet", "arrow", "ndjson") and target.lower().endswith(".gz"):
-                raise UsageError(f"{target}: only .csv output can be gzipped")
-            return kind
-    raise UsageError(
-        f"{target}: output must end in .parquet, .csv, .csv.gz, .ndjson or .arrow, "
-        "or be - for an Arrow stream on stdout"
-    )
 
 
 _FORMULA = r"[=+\-@\t\r].*"
