@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from healthetl.checks import resolve_bound
 from healthetl.errors import ConfigError, UsageError
@@ -153,18 +155,8 @@ class Project:
         raise UsageError(f"no pipeline named {name!r} in {self.path} (pipelines: {known})")
 
 
-def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:  # noqa: C901 (over the limit before it was set; to split)
+def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     """Validate the option keys shared by project files and command-line stages."""
-    window: dict[str, tuple[str, str]] = {}
-    for column, bounds in (raw.get("date_window") or {}).items():
-        if not (isinstance(bounds, list | tuple) and len(bounds) == 2):
-            raise ConfigError(f"{where}: date_window.{column} must be [min, max]")
-        for bound in bounds:
-            try:
-                resolve_bound(str(bound))
-            except ValueError as exc:
-                raise ConfigError(f"{where}: date_window.{column}: {exc}") from None
-        window[str(column)] = (str(bounds[0]), str(bounds[1]))
     severity = {str(k): str(v) for k, v in (raw.get("severity") or {}).items()}
     for key, value in severity.items():
         if value not in SEVERITIES:
@@ -175,37 +167,10 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:  # noqa: 
     chunk_size = int(raw.get("chunk_size", 75_000))
     if chunk_size < 1:
         raise ConfigError(f"{where}: chunk_size must be positive")
-    quality = raw.get("quality") or {}
-    if not isinstance(quality, dict) or set(quality) - _QUALITY_KEYS:
-        unknown = ", ".join(sorted(set(quality) - _QUALITY_KEYS)) if isinstance(quality, dict) else ""
-        raise ConfigError(
-            f"{where}: quality: unknown key(s) {unknown} (known: {', '.join(sorted(_QUALITY_KEYS))})"
-        )
-    for key, value in quality.items():
-        if key == "allow_empty" and not isinstance(value, bool):
-            raise ConfigError(f"{where}: quality.allow_empty must be true or false")
-        if key == "null_rate" and not isinstance(value, dict):
-            raise ConfigError(f"{where}: quality.null_rate must be a table of column = rate")
-        if key not in ("allow_empty", "null_rate") and not isinstance(value, int | float):
-            raise ConfigError(f"{where}: quality.{key} must be a number")
     lookback = raw.get("lookback_hours")
     if lookback is not None and (not isinstance(lookback, int | float) or lookback < 0):
         raise ConfigError(f"{where}: lookback_hours must be a non-negative number")
-    timezone = str(raw.get("timezone", "UTC"))
-    try:
-        from zoneinfo import ZoneInfo
-
-        ZoneInfo(timezone)
-    except Exception:
-        raise ConfigError(f"{where}: unknown timezone {timezone!r} (use an IANA name)") from None
-    snapshot = raw.get("snapshot_date")
-    if snapshot is not None:
-        import datetime as _dt
-
-        try:
-            _dt.date.fromisoformat(str(snapshot))
-        except ValueError:
-            raise ConfigError(f"{where}: snapshot_date must be YYYY-MM-DD") from None
+    timezone, snapshot = _timezone(raw, where), _snapshot_date(raw, where)
     delimiter = raw.get("delimiter")
     quote = str(raw.get("quote", '"'))
     if len(quote) != 1:
@@ -221,21 +186,72 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:  # noqa: 
         delimiter=parse_delimiter(delimiter, where) if delimiter is not None else None,
         quote=quote,
         phone_country_code=str(country) if country is not None else None,
-        snapshot_date=str(snapshot) if snapshot is not None else None,
+        snapshot_date=snapshot,
         cursor=raw.get("cursor"),
         lookback_hours=float(lookback) if lookback is not None else None,
-        quality=dict(quality),
+        quality=_quality(raw, where),
         timezone=timezone,
         sheet=raw.get("sheet"),
         encoding=str(raw.get("encoding", "utf-8")),
         date_order=date_order,
-        date_window=window,
+        date_window=_date_windows(raw, where),
         severity=severity,
         chunk_size=chunk_size,
     )
 
 
-def load_project(config: Path | None = None) -> Project:  # noqa: C901 (over the limit before it was set; to split)
+def _date_windows(raw: dict[str, Any], where: str) -> dict[str, tuple[str, str]]:
+    window: dict[str, tuple[str, str]] = {}
+    for column, bounds in (raw.get("date_window") or {}).items():
+        if not (isinstance(bounds, list | tuple) and len(bounds) == 2):
+            raise ConfigError(f"{where}: date_window.{column} must be [min, max]")
+        for bound in bounds:
+            try:
+                resolve_bound(str(bound))
+            except ValueError as exc:
+                raise ConfigError(f"{where}: date_window.{column}: {exc}") from None
+        window[str(column)] = (str(bounds[0]), str(bounds[1]))
+    return window
+
+
+def _quality(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    quality = raw.get("quality") or {}
+    if not isinstance(quality, dict) or set(quality) - _QUALITY_KEYS:
+        unknown = ", ".join(sorted(set(quality) - _QUALITY_KEYS)) if isinstance(quality, dict) else ""
+        raise ConfigError(
+            f"{where}: quality: unknown key(s) {unknown} (known: {', '.join(sorted(_QUALITY_KEYS))})"
+        )
+    for key, value in quality.items():
+        if key == "allow_empty" and not isinstance(value, bool):
+            raise ConfigError(f"{where}: quality.allow_empty must be true or false")
+        if key == "null_rate" and not isinstance(value, dict):
+            raise ConfigError(f"{where}: quality.null_rate must be a table of column = rate")
+        if key not in ("allow_empty", "null_rate") and not isinstance(value, int | float):
+            raise ConfigError(f"{where}: quality.{key} must be a number")
+    return dict(quality)
+
+
+def _timezone(raw: dict[str, Any], where: str) -> str:
+    timezone = str(raw.get("timezone", "UTC"))
+    try:
+        ZoneInfo(timezone)
+    except Exception:
+        raise ConfigError(f"{where}: unknown timezone {timezone!r} (use an IANA name)") from None
+    return timezone
+
+
+def _snapshot_date(raw: dict[str, Any], where: str) -> str | None:
+    snapshot = raw.get("snapshot_date")
+    if snapshot is None:
+        return None
+    try:
+        date.fromisoformat(str(snapshot))
+    except ValueError:
+        raise ConfigError(f"{where}: snapshot_date must be YYYY-MM-DD") from None
+    return str(snapshot)
+
+
+def load_project(config: Path | None = None) -> Project:
     """Read ``--config`` or ./healthetl.toml; with neither, an empty project in the cwd."""
     if config is None:
         candidate = Path.cwd() / PROJECT_FILE
@@ -257,35 +273,10 @@ def load_project(config: Path | None = None) -> Project:  # noqa: C901 (over the
     if url is not None:
         url = _anchor_sqlite(str(url), base)
 
-    pipelines: list[Pipeline] = []
-    for i, raw in enumerate(data.get("pipelines", []), start=1):
-        where = f"{config}: pipeline #{i}"
-        unknown = set(raw) - _PIPELINE_KEYS
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-        for key in ("name", "source") if raw.get("datasets") else ("name", "dataset", "source"):
-            if key not in raw:
-                raise ConfigError(f"{where}: missing required key {key!r}")
-        datasets = raw.get("datasets") or {}
-        if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
-            raise ConfigError(f'{where}: datasets must be a table of dataset = "file pattern"')
-        mode = raw.get("mode")
-        if mode is not None and mode not in LOAD_MODES:
-            raise ConfigError(f"{where}: mode must be one of {', '.join(LOAD_MODES)}")
-        depends = raw.get("depends_on", [])
-        pipelines.append(
-            Pipeline(
-                name=str(raw["name"]),
-                dataset=str(raw.get("dataset") or "+".join(datasets)),
-                source=str(raw["source"]),
-                mode=mode,
-                depends_on=tuple(depends if isinstance(depends, list) else [depends]),
-                options=parse_options(raw, where),
-                base_dir=base,
-                archive=str(raw["archive"]) if raw.get("archive") else None,
-                datasets={str(k): str(v) for k, v in datasets.items()},
-            )
-        )
+    pipelines = [
+        _pipeline(raw, f"{config}: pipeline #{i}", base)
+        for i, raw in enumerate(data.get("pipelines", []), start=1)
+    ]
     for p in pipelines:
         _check_archive(p, str(config))
     names = [p.name for p in pipelines]
@@ -302,6 +293,33 @@ def load_project(config: Path | None = None) -> Project:  # noqa: C901 (over the
         database_url=url,
         pipelines=tuple(pipelines),
         datasets=tuple(raw_datasets),
+    )
+
+
+def _pipeline(raw: dict[str, Any], where: str, base: Path) -> Pipeline:
+    unknown = set(raw) - _PIPELINE_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    for key in ("name", "source") if raw.get("datasets") else ("name", "dataset", "source"):
+        if key not in raw:
+            raise ConfigError(f"{where}: missing required key {key!r}")
+    datasets = raw.get("datasets") or {}
+    if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
+        raise ConfigError(f'{where}: datasets must be a table of dataset = "file pattern"')
+    mode = raw.get("mode")
+    if mode is not None and mode not in LOAD_MODES:
+        raise ConfigError(f"{where}: mode must be one of {', '.join(LOAD_MODES)}")
+    depends = raw.get("depends_on", [])
+    return Pipeline(
+        name=str(raw["name"]),
+        dataset=str(raw.get("dataset") or "+".join(datasets)),
+        source=str(raw["source"]),
+        mode=mode,
+        depends_on=tuple(depends if isinstance(depends, list) else [depends]),
+        options=parse_options(raw, where),
+        base_dir=base,
+        archive=str(raw["archive"]) if raw.get("archive") else None,
+        datasets={str(k): str(v) for k, v in datasets.items()},
     )
 
 

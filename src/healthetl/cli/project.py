@@ -11,7 +11,7 @@ from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, FormatOption, check_format, open_project
 from healthetl.config import parse_delimiter, write_starter
 from healthetl.datasets import infer as inferring
-from healthetl.datasets.spec import _bound
+from healthetl.datasets import rules
 from healthetl.errors import UsageError
 
 dataset_app = typer.Typer(
@@ -58,58 +58,7 @@ def show_dataset(
     """Columns, types, checks, keys and table of one dataset."""
     check_format(fmt)
     ds = open_project(config).catalog.dataset(name)
-    rows: list[tuple[str, ...]] = []
-    for c in ds.columns:
-        rules = ["required"] if c.required else []
-        rules += {
-            "integer": ["integer"],
-            "float": ["number"],
-            "decimal": ["number"],
-            "boolean": ["boolean"],
-            "date": ["date"],
-            "timestamp": ["timestamp"],
-        }.get(c.type, [])
-        if c.date_window:
-            rules.append(f"date_window {c.date_window[0]}..{c.date_window[1]}")
-        if c.minimum is not None or c.maximum is not None:
-            rules.append(f"range {_bound(c.minimum)}..{_bound(c.maximum)}")
-        if c.pattern:
-            rules.append(f"pattern {c.pattern}")
-        if c.vocabulary:
-            rules.append("vocabulary " + "|".join(c.vocabulary))
-        if c.value_map:
-            rules.append("map " + ", ".join(f"{k}->{v}" for k, v in c.value_map.items()))
-        if c.references:
-            rules.append(f"foreign_key {c.references}")
-        if c.name in ds.primary_key:
-            rules.append("duplicate_key")
-        if c.unique and c.name not in ds.primary_key:
-            rules.append("unique")
-        sev = ", ".join(f"{k}={v}" for k, v in c.severity.items())
-        rows.append(
-            (
-                c.name,
-                c.type,
-                "yes" if c.name in ds.primary_key else "",
-                "yes" if c.identifying else "",
-                ", ".join(rules) + (f" [{sev}]" if sev else ""),
-                c.description,
-            )
-        )
-    for cmp in ds.compares:
-        other = cmp.other if cmp.other is not None else repr(cmp.value)
-        rows.append(
-            (
-                f"({cmp.name})",
-                "check",
-                "",
-                "",
-                f"{cmp.column} {cmp.op} {other} [{cmp.severity}]",
-                cmp.description,
-            )
-        )
-    if ds.model is not None:
-        rows.append(("(model)", "pandera", "", "", getattr(ds.model, "__name__", "schema"), ""))
+    rows = rules.describe(ds)
     render.rows(
         ["column", "type", "key", "identifying", "checks", "description"],
         rows,

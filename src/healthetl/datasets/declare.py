@@ -71,7 +71,7 @@ def declared_datasets(project: Project) -> list[Dataset]:
     return [_dataset(raw, where, project.base_dir) for raw in project.datasets]
 
 
-def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:  # noqa: C901 (over the limit before it was set; to split)
+def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
     name = raw.get("name")
     if not isinstance(name, str) or not _IDENT.match(name):
         raise ConfigError(
@@ -81,60 +81,25 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:  # noqa: C
     unknown = set(raw) - _DATASET_KEYS
     if unknown:
         raise ConfigError(f"{here}: unknown key(s) {', '.join(sorted(unknown))}")
-    raw_columns = raw.get("columns")
-    if not isinstance(raw_columns, dict) or not raw_columns:
-        raise ConfigError(f"{here}: declare its columns in [datasets.columns]")
-    columns = []
-    renames: dict[str, str] = {}
-    for col_name, spec in raw_columns.items():
-        column, source = _column(str(col_name), spec, here)
-        columns.append(column)
-        if source:
-            renames[normalise_name(source)] = column.name
+    columns, renames = _columns(raw, here)
     names = {c.name for c in columns}
-    pk = raw.get("primary_key", [])
-    pk = (pk,) if isinstance(pk, str) else tuple(pk)
-    for key in pk:
-        if key not in names:
-            raise ConfigError(f"{here}: primary_key column {key!r} is not declared")
+    pk = _names(raw, "primary_key", here, names)
     columns = [Column(**{**c.__dict__, "required": c.required or c.name in pk}) for c in columns]
-    mode = raw.get("mode", "replace")
-    if mode not in LOAD_MODES:
-        raise ConfigError(f"{here}: mode must be one of {', '.join(LOAD_MODES)}")
-    if mode == "merge" and not pk:
-        raise ConfigError(f"{here}: mode merge needs a primary_key")
+    mode = _mode(raw, here, pk)
     table = raw.get("table", name)
     if not isinstance(table, str) or not _IDENT.match(table):
         raise ConfigError(f"{here}: table must be a plain lower-case name")
-    severity = _severity_map(raw.get("severity", {}), f"{here}: severity")
     module = _load_module(raw["module"], base, here) if raw.get("module") else None
-    order = raw.get("dedupe_order", [])
-    order = (order,) if isinstance(order, str) else tuple(order)
-    for column in order:
-        if column not in names:
-            raise ConfigError(f"{here}: dedupe_order column {column!r} is not declared")
+    order = _names(raw, "dedupe_order", here, names)
     if order and not pk:
         raise ConfigError(f"{here}: dedupe_order needs a primary_key")
     cursor = raw.get("cursor")
     if cursor is not None and cursor not in names:
         raise ConfigError(f"{here}: cursor column {cursor!r} is not declared")
-    generated = raw.get("generated_id")
-    if generated is not None and (
-        not isinstance(generated, str) or not _IDENT.match(generated) or generated in names
-    ):
-        raise ConfigError(f"{here}: generated_id must be a new lower-case column name")
-    if generated is not None and not pk:
-        raise ConfigError(f"{here}: generated_id needs a primary_key (the natural key)")
-    lookups = tuple(_lookup(lk, here, names) for lk in raw.get("lookups", []))
+    generated = _generated_id(raw, here, names, pk)
     unused = raw.get("unused_columns", [])
     if not isinstance(unused, list) or not all(isinstance(u, str) for u in unused):
         raise ConfigError(f"{here}: unused_columns must be a list of source column names")
-    nested = _nested(raw["nested"], here, names) if raw.get("nested") else None
-    quality_raw = raw.get("quality", {})
-    try:
-        quality = Quality(**quality_raw) if quality_raw else None
-    except TypeError as exc:
-        raise ConfigError(f"{here}: quality: {exc}") from None
     return Dataset(
         name=name,
         description=str(raw.get("description", "")),
@@ -146,19 +111,72 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:  # noqa: C
         compares=tuple(_compare(c, here, names) for c in raw.get("checks", [])),
         model=_model(raw.get("model"), module, base, here),
         transform=_transform(raw.get("transform"), module, base, here),
-        severity=severity,
+        severity=_severity_map(raw.get("severity", {}), f"{here}: severity"),
         origin=where,
         raw_table=f"raw_{table}" if raw.get("raw") else None,
         dedupe_order=order,
         cursor=cursor,
         lookback_hours=float(raw.get("lookback_hours", 24.0)),
-        quality=quality,
+        quality=_quality(raw, here),
         default_mode="merge" if (order or generated) and "mode" not in raw else mode,
         generated_id=generated,
-        lookups=lookups,
-        nested=nested,
+        lookups=tuple(_lookup(lk, here, names) for lk in raw.get("lookups", [])),
+        nested=_nested(raw["nested"], here, names) if raw.get("nested") else None,
         unused=tuple(unused),
     )
+
+
+def _columns(raw: dict[str, Any], here: str) -> tuple[list[Column], dict[str, str]]:
+    """The declared columns, and the renames of those read under another source name."""
+    raw_columns = raw.get("columns")
+    if not isinstance(raw_columns, dict) or not raw_columns:
+        raise ConfigError(f"{here}: declare its columns in [datasets.columns]")
+    columns = []
+    renames: dict[str, str] = {}
+    for col_name, spec in raw_columns.items():
+        column, source = _column(str(col_name), spec, here)
+        columns.append(column)
+        if source:
+            renames[normalise_name(source)] = column.name
+    return columns, renames
+
+
+def _names(raw: dict[str, Any], key: str, here: str, names: set[str]) -> tuple[str, ...]:
+    """A column name or a list of them (``primary_key``, ``dedupe_order``), each declared."""
+    value = raw.get(key, [])
+    found = (value,) if isinstance(value, str) else tuple(value)
+    for column in found:
+        if column not in names:
+            raise ConfigError(f"{here}: {key} column {column!r} is not declared")
+    return found
+
+
+def _mode(raw: dict[str, Any], here: str, pk: tuple[str, ...]) -> str:
+    mode = raw.get("mode", "replace")
+    if mode not in LOAD_MODES:
+        raise ConfigError(f"{here}: mode must be one of {', '.join(LOAD_MODES)}")
+    if mode == "merge" and not pk:
+        raise ConfigError(f"{here}: mode merge needs a primary_key")
+    return str(mode)
+
+
+def _generated_id(raw: dict[str, Any], here: str, names: set[str], pk: tuple[str, ...]) -> str | None:
+    generated = raw.get("generated_id")
+    if generated is None:
+        return None
+    if not isinstance(generated, str) or not _IDENT.match(generated) or generated in names:
+        raise ConfigError(f"{here}: generated_id must be a new lower-case column name")
+    if not pk:
+        raise ConfigError(f"{here}: generated_id needs a primary_key (the natural key)")
+    return generated
+
+
+def _quality(raw: dict[str, Any], here: str) -> Quality | None:
+    quality_raw = raw.get("quality", {})
+    try:
+        return Quality(**quality_raw) if quality_raw else None
+    except TypeError as exc:
+        raise ConfigError(f"{here}: quality: {exc}") from None
 
 
 def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:

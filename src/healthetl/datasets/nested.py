@@ -18,7 +18,8 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from healthetl.datasets.spec import SA_TYPES, Column, Dataset
+from healthetl.datasets.spec import Column, Dataset
+from healthetl.datasets.tables import SA_TYPES
 from healthetl.sources.readers import SOURCE_FILE, SOURCE_ROW
 
 RECORD = "_record"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from healthetl.datasets import BUILTIN
 from healthetl.datasets.nested import child_tables as nested_child_tables
-from healthetl.datasets.spec import analytic_tables_for, raw_table_for, table_for
+from healthetl.datasets.tables import analytic_tables_for, raw_table_for, table_for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 
 from healthetl import checks
 from healthetl.catalog import Catalog
-from healthetl.datasets.spec import AMBIGUOUS, Dataset, LookupTable
+from healthetl.datasets.spec import Dataset
+from healthetl.datasets.standardise import AMBIGUOUS, LookupTable
 from healthetl.db import bulk
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Engine
 
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
-from healthetl.datasets.spec import Dataset, LookupTable
+from healthetl.datasets.spec import Dataset
+from healthetl.datasets.standardise import LookupTable
 from healthetl.errors import HealthetlError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
 from healthetl.pipeline.extract import frames_from

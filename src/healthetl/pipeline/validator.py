@@ -15,15 +15,10 @@ import pandera.errors as pa_errors
 
 from healthetl import checks
 from healthetl.config import PipelineOptions
-from healthetl.datasets.spec import (
-    CompiledDataset,
-    Dataset,
-    LookupTable,
-    Rule,
-    compile_dataset,
-    key_series,
-    typed_frame,
-)
+from healthetl.datasets.keys import key_series
+from healthetl.datasets.rules import CompiledDataset, Rule, compile_dataset
+from healthetl.datasets.spec import Dataset
+from healthetl.datasets.standardise import LookupTable, typed_frame
 from healthetl.errors import DataContractError, DriftError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
 from healthetl.results import BatchResult, Drift, ValidationSummary
