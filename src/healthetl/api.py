@@ -16,18 +16,26 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from healthetl.config import LOAD_MODES
 from healthetl.errors import UsageError
+from healthetl.pipeline.inputs import RejectsFile
 from healthetl.pipeline.load import load as load_files
 from healthetl.pipeline.run import RunResult
 from healthetl.pipeline.run import run as run_pipelines
 from healthetl.pipeline.validate import validate as validate_file
-from healthetl.results import LoadResult, ValidateResult
-from healthetl.session import open_database, open_project, options_for
+from healthetl.results import LoadResult, Progress, ValidateResult
+from healthetl.session import (
+    attach_database,
+    check_snapshot_date,
+    open_database,
+    open_project,
+    options_for,
+    reading,
+)
+from healthetl.sources.base import Source
 
 log = logging.getLogger("healthetl")
 
@@ -47,8 +55,8 @@ def _log_progress(event: str, info: dict[str, Any]) -> None:
         log.info("%s: inbox empty, nothing to do", pipeline)
 
 
-def _path(config: str | Path | None) -> Path | None:
-    return Path(config) if config is not None else None
+def _path(value: str | Path | None) -> Path | None:
+    return Path(value) if value is not None else None
 
 
 def run(
@@ -59,9 +67,14 @@ def run(
     force: bool = False,
     full_refresh: bool = False,
     report: str | Path | None = None,
+    from_raw: str | None = None,
+    snapshot_date: str | None = None,
+    progress: Progress | None = None,
 ) -> RunResult:
     """Every pipeline of the project file (or those named), dependencies first, migrating the
-    database first if needed: ``healthetl run``."""
+    database first if needed: ``healthetl run``. ``from_raw`` reprocesses the raw rows of one
+    earlier run; ``progress`` receives the run's events (default: log records)."""
+    check_snapshot_date(snapshot_date)
     session = open_database(db, _path(config))
     try:
         return run_pipelines(
@@ -69,10 +82,12 @@ def run(
             session.project,
             list(pipelines) if pipelines else None,
             catalog=session.catalog,
-            progress=_log_progress,
+            progress=progress or _log_progress,
             force=force,
             full_refresh=full_refresh,
-            report_path=Path(report) if report is not None else None,
+            from_raw=from_raw,
+            report_path=_path(report),
+            snapshot_date=snapshot_date,
         )
     finally:
         session.db.dispose()
@@ -87,6 +102,10 @@ def validate(
     pipeline: str | None = None,
     output: str | Path | None = None,
     rejects: str | Path | None = None,
+    report: str | Path | None = None,
+    delimiter: str | None = None,
+    quote: str | None = None,
+    csv_safe: bool = False,
 ) -> ValidateResult:
     """Standardise and validate a file with the dataset's rules: ``healthetl validate``. With
     ``db``, references are checked against the loaded tables. The summary counts the rows; a
@@ -100,11 +119,13 @@ def validate(
         return validate_file(
             ds,
             str(source),
-            options,
+            reading(options, delimiter=delimiter, quote=quote),
+            catalog=session.catalog,
             clean_output=str(output) if output is not None else None,
             rejects_output=str(rejects) if rejects is not None else None,
+            report_path=_path(report),
             engine=session.engine,
-            catalog=session.catalog,
+            csv_safe=csv_safe,
         )
     finally:
         if session.engine is not None:
@@ -121,28 +142,38 @@ def load(
     mode: str | None = None,
     force: bool = False,
     snapshot_date: str | None = None,
+    rejects: str | Path | None = None,
+    report: str | Path | None = None,
+    delimiter: str | None = None,
+    quote: str | None = None,
+    progress: Progress | None = None,
 ) -> LoadResult:
     """Validate and load one or more files of a dataset in one transaction: ``healthetl load``.
-    The database must be migrated (``healthetl db upgrade``, or :func:`run`)."""
-    session = open_database(db, _path(config), at_head=True)
+    ``rejects`` is the rejects file ``validate`` wrote for these files (its rows are quarantined
+    and counted). The database must be migrated (``healthetl db upgrade``, or :func:`run`)."""
+    if mode is not None and mode not in LOAD_MODES:
+        raise UsageError(f"--mode must be one of {', '.join(LOAD_MODES)}")
+    session = open_project(_path(config))
+    ds = session.catalog.dataset(dataset)
+    attach_database(session, db, at_head=True)
     try:
-        ds = session.catalog.dataset(dataset)
         options, name = options_for(session.project, ds, pipeline)
-        if mode is not None and mode not in LOAD_MODES:
-            raise UsageError(f"mode must be one of {', '.join(LOAD_MODES)}, not {mode!r}")
-        if snapshot_date is not None:
-            options = replace(options, snapshot_date=snapshot_date)
+        options = reading(options, delimiter=delimiter, quote=quote, snapshot_date=snapshot_date)
         paths = [source] if isinstance(source, str | Path) else list(source)
+        sources: list[str | Source] = [str(p) for p in paths]
+        if rejects is not None:
+            sources.append(RejectsFile(str(rejects)))
         return load_files(
             session.db,
             ds,
-            [str(p) for p in paths],
+            sources,
             options,
+            catalog=session.catalog,
             mode=mode,
             pipeline=name,
-            catalog=session.catalog,
             force=force,
-            progress=_log_progress,
+            report_path=_path(report),
+            progress=progress or _log_progress,
         )
     finally:
         session.db.dispose()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from healthetl.config import Project
 from healthetl.datasets import BUILTIN
 from healthetl.datasets.declare import declared_datasets
-from healthetl.datasets.nested import child_tables as nested_child_tables
+from healthetl.datasets.nesting import child_tables as nested_child_tables
 from healthetl.datasets.spec import Dataset, Query
 from healthetl.datasets.tables import analytic_tables_for, raw_table_for, table_for
 from healthetl.db.schema import NAMING_CONVENTION

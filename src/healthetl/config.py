@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from healthetl.checks import resolve_bound
+from healthetl.cleaning import resolve_bound
 from healthetl.errors import ConfigError, UsageError
 
 PROJECT_FILE = "healthetl.toml"

@@ -4,13 +4,14 @@ healthetl.toml, the SQLite default)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import date
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
 from healthetl.catalog import Catalog, catalog_for
-from healthetl.config import PipelineOptions, Project, load_project, resolve_database_url
+from healthetl.config import PipelineOptions, Project, load_project, parse_delimiter, resolve_database_url
 from healthetl.datasets.spec import Dataset
 from healthetl.db import engine as db_engine
 from healthetl.db import migrate
@@ -40,7 +41,14 @@ def open_project(config: Path | None) -> Session:
 def open_database(
     db: str | None, config: Path | None, *, must_exist: bool = False, at_head: bool = False
 ) -> Session:
-    session = open_project(config)
+    return attach_database(open_project(config), db, must_exist=must_exist, at_head=at_head)
+
+
+def attach_database(
+    session: Session, db: str | None, *, must_exist: bool = False, at_head: bool = False
+) -> Session:
+    """Connect a session to its database (``db``, else the environment, the project file, the
+    SQLite default); with ``at_head``, refuse one that is not migrated to the catalog's head."""
     url = resolve_database_url(db, session.project)
     engine = db_engine.create(url, must_exist=must_exist)
     db_engine.check_connection(engine)
@@ -66,7 +74,37 @@ def options_for(
             chosen = matching[0]
     options = chosen.options if chosen else PipelineOptions()
     if sheet is not None:
-        from dataclasses import replace
-
         options = replace(options, sheet=sheet)
     return options, (chosen.name if chosen else None)
+
+
+def reading(
+    options: PipelineOptions,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    quote: str | None = None,
+    snapshot_date: str | None = None,
+) -> PipelineOptions:
+    """Reading settings given for one call (command-line flags) over the pipeline's."""
+    if encoding is not None:
+        options = replace(options, encoding=encoding)
+    if delimiter is not None:
+        options = replace(options, delimiter=parse_delimiter(delimiter, "--delimiter"))
+    if quote is not None:
+        if len(quote) != 1:
+            raise UsageError(f"--quote must be one character, not {quote!r}")
+        options = replace(options, quote=quote)
+    if check_snapshot_date(snapshot_date) is not None:
+        options = replace(options, snapshot_date=snapshot_date)
+    return options
+
+
+def check_snapshot_date(value: str | None) -> str | None:
+    """``--snapshot-date``: a calendar date, YYYY-MM-DD."""
+    if value is not None:
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise UsageError(f"--snapshot-date must be YYYY-MM-DD, not {value!r}") from None
+    return value

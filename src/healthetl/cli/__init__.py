@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from healthetl import __version__, interrupts
-from healthetl.cli import db, project, quarantine, query, render, stages, state
+from healthetl.cli import db, extract, load, project, quarantine, query, render, run, state, validate
 from healthetl.errors import ExitCode, HealthetlError
 
 
@@ -94,10 +94,10 @@ def _root(
 
 
 app.command()(project.init)
-app.command()(stages.extract)
-app.command()(stages.validate)
-app.command()(stages.load)
-app.command()(stages.run)
+app.command()(extract.extract)
+app.command()(validate.validate)
+app.command()(load.load)
+app.command()(run.run)
 app.command()(query.query)
 app.command()(state.report)
 app.add_typer(db.app, name="db")

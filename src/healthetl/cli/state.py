@@ -10,10 +10,9 @@ import typer
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
 from healthetl.ledger import audit as ledger_audit
-from healthetl.ledger import checks as ledger_checks
+from healthetl.ledger import dq, watermarks
 from healthetl.ledger import report as ledger_report
 from healthetl.ledger import runs as ledger_runs
-from healthetl.ledger import watermarks
 
 app = typer.Typer(help="Pipeline state: watermarks and the run ledger.", no_args_is_help=True)
 
@@ -198,7 +197,7 @@ def report(
     check_format(fmt, ("table", "json"))
     engine = open_database(db, config, must_exist=True, at_head=True).db
     if checks:
-        history = ledger_checks.history(engine, pipeline)
+        history = dq.history(engine, pipeline)
         if fmt == "json":
             render.document(history)
             return

@@ -13,7 +13,7 @@ from typing import Any
 import pandera.pandas as pa
 
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
-from healthetl.datasets.nested import Child, Nested
+from healthetl.datasets.nesting import Child, Nested
 from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
 from healthetl.sources.readers import normalise_name

@@ -3,7 +3,7 @@ records (location, services, labs with certifications, accreditations)."""
 
 from __future__ import annotations
 
-from healthetl.datasets.nested import Child, Nested
+from healthetl.datasets.nesting import Child, Nested
 from healthetl.datasets.spec import Column, Compare, Dataset, Param, Query
 
 US_STATES = (

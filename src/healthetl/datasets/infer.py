@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.sources import LINEAGE, read_frames
 
 IDENTIFYING_NAMES = re.compile(
@@ -112,7 +112,7 @@ def infer(
 
 
 def _profile(name: str, raw: pd.Series) -> ColumnProfile:
-    s = checks.blank_to_na(raw)
+    s = cleaning.blank_to_na(raw)
     present = s.dropna()
     rows, nulls = len(s), int(s.isna().sum())
     distinct = int(present.nunique())
@@ -151,13 +151,13 @@ def _profile(name: str, raw: pd.Series) -> ColumnProfile:
     )
     id_like = name.endswith("id") or distinct > 0.5 * max(1, len(present))
     if ctype in ("integer", "float") and len(present) and not identifying and not id_like:
-        values = checks.numbers(present)
+        values = cleaning.numbers(present)
         prof.minimum, prof.maximum = _num(values.min()), _num(values.max())
     if ctype == "date" and len(present):
-        iso = checks.standardise_date(present)
+        iso = cleaning.standardise_date(present)
         prof.minimum, prof.maximum = str(iso.min()), str(iso.max())
     if ctype == "timestamp" and len(present):
-        ts = checks.standardise_timestamp(present)
+        ts = cleaning.standardise_timestamp(present)
         prof.minimum, prof.maximum = str(ts.min()), str(ts.max())
     if 0 < distinct <= MAX_SHOWN_DISTINCT and not identifying and not id_like:
         prof.values = [str(v) for v in present.value_counts().index[:MAX_SHOWN_DISTINCT]]
@@ -166,7 +166,7 @@ def _profile(name: str, raw: pd.Series) -> ColumnProfile:
 
 def _numeric_with_markers(s: pd.Series, ctype: str) -> tuple[str, list[str]]:
     """A numeric column polluted by a few text sentinels ("Not Available", "N/A")."""
-    numeric = s.str.fullmatch(checks.FLOAT_PATTERN).fillna(False)
+    numeric = s.str.fullmatch(cleaning.FLOAT_PATTERN).fillna(False)
     if numeric.mean() < 0.2 or numeric.all():
         return ctype, []
     others = s[~numeric].unique()
@@ -185,7 +185,7 @@ def _type_of(s: pd.Series) -> tuple[str, list[str]]:
         return "text", ["no values in the sample"]
     lowered = set(s.str.lower().unique())
     if (
-        lowered <= set(checks.TRUE_WORDS + checks.FALSE_WORDS)
+        lowered <= set(cleaning.TRUE_WORDS + cleaning.FALSE_WORDS)
         and len(lowered) <= 2
         and not (lowered <= {"0", "1"} and len(lowered) == 1)
     ):
@@ -208,13 +208,13 @@ def _type_of(s: pd.Series) -> tuple[str, list[str]]:
                 "(not safe as numbers in many tools)"
             )
         return ("text", notes) if notes else ("integer", [])
-    if bool(s.str.fullmatch(checks.FLOAT_PATTERN).fillna(False).all()):
+    if bool(s.str.fullmatch(cleaning.FLOAT_PATTERN).fillna(False).all()):
         return "float", []
-    as_date = checks.standardise_date(s)
-    if bool(checks.is_real_date(as_date).all()):
+    as_date = cleaning.standardise_date(s)
+    if bool(cleaning.is_real_date(as_date).all()):
         return "date", []
-    as_ts = checks.standardise_timestamp(s)
-    if bool(checks.is_timestamp(as_ts).all()):
+    as_ts = cleaning.standardise_timestamp(s)
+    if bool(cleaning.is_timestamp(as_ts).all()):
         midnight = as_ts.str.endswith("00:00:00+00:00").all()
         if midnight:
             return "date", ["every timestamp is at midnight: declared as a date"]

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow
 import pyarrow.compute as pc
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.datasets.keyspill import KeySpill
 from healthetl.errors import ConfigError
 
@@ -40,7 +40,7 @@ class KeyTracker:
     def duplicated(self, keys: pd.Series) -> pd.Series:
         dup = keys.duplicated(keep="first").to_numpy()
         if self._levels or self._spill is not None:
-            chunk = checks.as_arrow(keys)
+            chunk = cleaning.as_arrow(keys)
             for seen in self._levels:
                 hits = pc.filter(seen, pc.is_in(seen, value_set=chunk))
                 if len(hits):
@@ -51,7 +51,7 @@ class KeyTracker:
         return pd.Series(dup, index=keys.index)
 
     def add(self, keys: pd.Series) -> None:
-        fresh = checks.as_arrow(keys.dropna())
+        fresh = cleaning.as_arrow(keys.dropna())
         if not len(fresh):
             return
         self._levels.append(fresh)

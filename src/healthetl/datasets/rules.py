@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets.keys import KeyTracker, key_series
 from healthetl.datasets.spec import Column, Compare, Dataset, Lookup, Severity
@@ -86,34 +86,34 @@ _TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
     "integer": (
         "integer",
         "{column}{value} is not an integer",
-        lambda s: s.str.fullmatch(checks.INTEGER_PATTERN).fillna(False) | s.isna(),
+        lambda s: s.str.fullmatch(cleaning.INTEGER_PATTERN).fillna(False) | s.isna(),
     ),
     "float": (
         "number",
         "{column}{value} is not a number",
-        lambda s: s.str.fullmatch(checks.FLOAT_PATTERN).fillna(False) | s.isna(),
+        lambda s: s.str.fullmatch(cleaning.FLOAT_PATTERN).fillna(False) | s.isna(),
     ),
     "decimal": (
         "number",
         "{column}{value} is not a decimal number",
-        lambda s: s.str.fullmatch(checks.DECIMAL_PATTERN).fillna(False) | s.isna(),
+        lambda s: s.str.fullmatch(cleaning.DECIMAL_PATTERN).fillna(False) | s.isna(),
     ),
     "boolean": ("boolean", "{column}{value} is not a yes/no value", lambda s: s.isin(["0", "1"]) | s.isna()),
     "date": (
         "date",
         "{column}{value} is not a real date in a recognised layout (YYYY-MM-DD, YYYY/MM/DD, MM/DD/YYYY)",
-        lambda s: checks.is_real_date(s) | s.isna(),
+        lambda s: cleaning.is_real_date(s) | s.isna(),
     ),
     "timestamp": (
         "timestamp",
         "{column}{value} is not a real timestamp in a recognised layout",
-        lambda s: checks.is_timestamp(s) | s.isna(),
+        lambda s: cleaning.is_timestamp(s) | s.isna(),
     ),
     "phone": (
         "phone",
         "{column}{value} is not a valid phone number (with its country code, or in the pipeline's "
         "phone_country_code)",
-        lambda s: checks.is_phone(s) | s.isna(),
+        lambda s: cleaning.is_phone(s) | s.isna(),
     ),
 }
 
@@ -216,7 +216,7 @@ class _Compiler:
         typed = _TYPE_CHECKS[col.type][2] if col.type in _TYPE_CHECKS else None
         window = (self.options.date_window.get(col.name) or col.date_window) if col.type == "date" else None
         if window:
-            lo, hi = (checks.resolve_bound(b) for b in window)
+            lo, hi = (cleaning.resolve_bound(b) for b in window)
             add(
                 pa.Check(_window_check(lo, hi), element_wise=False, name="healthetl_date_window"),
                 self._rule(
@@ -243,7 +243,7 @@ class _Compiler:
             )
         if col.vocabulary:
             allowed = list(col.vocabulary)
-            self.aliases[col.name] = checks.alias_table(col.vocabulary)
+            self.aliases[col.name] = cleaning.alias_table(col.vocabulary)
             add(
                 pa.Check.isin(allowed),
                 self._rule(
@@ -359,7 +359,7 @@ def comparable(column: Column, s: pd.Series) -> pd.Series:
     """Values that order correctly: numbers as floats, dates and timestamps as ISO text
     (a timestamp compared with a date compares its day)."""
     if column.type in ("integer", "float", "decimal", "boolean"):
-        return checks.numbers(s)
+        return cleaning.numbers(s)
     return s
 
 
@@ -403,7 +403,7 @@ def _range_check(
 def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
     def healthetl_window(s: pd.Series) -> pd.Series:
         # only judges well-formed dates; the date check reports the others
-        return ~checks.is_iso_shaped(s) | ((s >= lo) & (s <= hi))
+        return ~cleaning.is_iso_shaped(s) | ((s >= lo) & (s <= hi))
 
     return healthetl_window
 

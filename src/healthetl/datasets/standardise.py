@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import (
     Column,
@@ -35,7 +35,7 @@ UNRESOLVED = "\x00"  # prefix of a lookup id that matched nothing (followed by t
 
 def _default(col: Column) -> str:
     assert col.default is not None
-    return checks.resolve_bound(col.default) if col.default.startswith("today") else col.default
+    return cleaning.resolve_bound(col.default) if col.default.startswith("today") else col.default
 
 
 def _apply_lookups(frame: pd.DataFrame, lookups: Mapping[str, LookupTable]) -> pd.DataFrame:
@@ -48,7 +48,7 @@ def _apply_lookups(frame: pd.DataFrame, lookups: Mapping[str, LookupTable]) -> p
             continue
         present = pd.concat([frame[c].notna() for c in on], axis=1).all(axis=1).tolist()
         raw = list(zip(*[frame[c].tolist() for c in on], strict=True))
-        keys = list(zip(*[checks.lookup_key(frame[c]).tolist() for c in on], strict=True))
+        keys = list(zip(*[cleaning.lookup_key(frame[c]).tolist() for c in on], strict=True))
         ids: list[str | None] = []
         for key, shown, ok in zip(keys, raw, present, strict=True):
             if not ok:
@@ -109,24 +109,24 @@ def _standardise_column(
     col: Column, s: pd.Series, options: PipelineOptions, aliases: Mapping[str, Mapping[str, str]]
 ) -> pd.Series:
     if col.default is not None:
-        s = checks.blank_to_na(s).fillna(_default(col))
+        s = cleaning.blank_to_na(s).fillna(_default(col))
     if col.value_map:
-        s = checks.apply_value_map(s, col.value_map)
+        s = cleaning.apply_value_map(s, col.value_map)
     if col.type == "integer":
-        return checks.standardise_integer(s)
+        return cleaning.standardise_integer(s)
     if col.type in ("float", "decimal"):
-        return checks.standardise_number(s)
+        return cleaning.standardise_number(s)
     if col.type == "boolean":
-        return checks.standardise_boolean(s)
+        return cleaning.standardise_boolean(s)
     if col.type == "date":
-        return checks.standardise_date(s, options.date_order)
+        return cleaning.standardise_date(s, options.date_order)
     if col.type == "timestamp":
-        return checks.standardise_timestamp(s, options.timezone, options.date_order)
+        return cleaning.standardise_timestamp(s, options.timezone, options.date_order)
     if col.type == "phone":
-        return checks.standardise_phone(s, options.phone_country_code)
+        return cleaning.standardise_phone(s, options.phone_country_code)
     if col.name in aliases:
-        return checks.standardise_vocabulary(s, aliases[col.name])
-    return checks.blank_to_na(s)
+        return cleaning.standardise_vocabulary(s, aliases[col.name])
+    return cleaning.blank_to_na(s)
 
 
 def typed_frame(dataset: Dataset, frame: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from healthetl.datasets import BUILTIN
-from healthetl.datasets.nested import child_tables as nested_child_tables
+from healthetl.datasets.nesting import child_tables as nested_child_tables
 from healthetl.datasets.tables import analytic_tables_for, raw_table_for, table_for
 
 NAMING_CONVENTION = {

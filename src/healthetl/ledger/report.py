@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from healthetl.ledger import audit, checks, quarantine, runs, watermarks
+from healthetl.ledger import audit, dq, quarantine, runs, watermarks
 
 
 def overview(engine: Engine, declared: list[str], pipeline: str | None = None) -> list[dict[str, Any]]:
@@ -83,5 +83,5 @@ def run_report(engine: Engine, *, run_id: str | None = None, pipeline: str | Non
         found,
         audit.entries(engine, run_ids=ids),
         quarantine.rule_counts(engine, ids),
-        checks.history(engine, None, run_ids=ids),
+        dq.history(engine, None, run_ids=ids),
     )

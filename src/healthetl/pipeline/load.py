@@ -20,8 +20,7 @@ from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset, Quality
 from healthetl.db import bulk
 from healthetl.errors import AccountingError, QualityGateError, UsageError
-from healthetl.ledger import audit, watermarks
-from healthetl.ledger import checks as ledger_checks
+from healthetl.ledger import audit, dq, watermarks
 from healthetl.pipeline import analytics
 from healthetl.pipeline.inputs import frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
@@ -128,7 +127,7 @@ def load_dataset(
     _gate(dataset, options, result, tracker, previous, validator, evaluate=not all_skipped)
     if window is not None:
         result.watermark = _advance(conn, result, window, tracker)
-    ledger_checks.record(conn, result.run_id, result.pipeline, result.checks)
+    dq.record(conn, result.run_id, result.pipeline, result.checks)
     _audit(result, catalog.table(dataset).name, writer, raw_writer)
 
 
@@ -353,7 +352,7 @@ def _load_nested(
     result.snapshots = sorted(nested.snapshots)
     result.duplicate_records = nested.duplicates
     result.checks = drift_checks(summary.drift, "warning")
-    ledger_checks.record(conn, run_id, name, result.checks)
+    dq.record(conn, run_id, name, result.checks)
     if not c.balanced:
         raise AccountingError(
             f"{name}: records in {c.rows_in} != loaded {c.rows_loaded} + "

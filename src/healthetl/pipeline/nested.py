@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
-from healthetl.datasets.nested import RECORD, all_children, child_dataset, flatten, snapshot_from_path
+from healthetl.datasets.nesting import RECORD, all_children, child_dataset, flatten, snapshot_from_path
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import sqlalchemy as sa
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.catalog import Catalog
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.standardise import AMBIGUOUS, LookupTable
@@ -36,7 +36,7 @@ def lookup_tables(conn: sa.Connection, dataset: Dataset, catalog: Catalog) -> di
         )
         keys = list(
             zip(
-                *[checks.lookup_key(frame[f"k{i}"].astype(str)).tolist() for i in range(len(lk.on))],
+                *[cleaning.lookup_key(frame[f"k{i}"].astype(str)).tolist() for i in range(len(lk.on))],
                 strict=True,
             )
         )

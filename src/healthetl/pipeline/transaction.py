@@ -20,8 +20,7 @@ from healthetl import interrupts
 from healthetl.db import bulk
 from healthetl.db.engine import first_line
 from healthetl.errors import DatabaseError, DriftError, HealthetlError, QualityGateError
-from healthetl.ledger import audit, files, runs
-from healthetl.ledger import checks as ledger_checks
+from healthetl.ledger import audit, dq, files, runs
 from healthetl.pipeline.quality import drift_checks
 from healthetl.pipeline.validate import write_report
 from healthetl.results import CheckResult, LoadResult, Progress, RunCounts, ValidationSummary
@@ -217,7 +216,7 @@ def _record_failure(
         for dataset, failures in result.spool.frames():
             bulk.write_quarantine(conn, failures, run_id=result.run_id, dataset=dataset)
         if checks:
-            ledger_checks.record(conn, result.run_id, result.pipeline, checks)
+            dq.record(conn, result.run_id, result.pipeline, checks)
         audit.write_failure(
             conn,
             result.run_id,

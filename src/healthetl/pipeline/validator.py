@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pandera.errors as pa_errors
 
-from healthetl import checks
+from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets.keys import key_series
 from healthetl.datasets.rules import CompiledDataset, Rule, compile_dataset
@@ -71,7 +71,7 @@ class Validator:
         if self.window is not None:
             cursor, start = self.window
             values = std[cursor]
-            old = (checks.is_timestamp(values) & (values < start)).to_numpy()
+            old = (cleaning.is_timestamp(values) & (values < start)).to_numpy()
             skipped = int(old.sum())
             if skipped:
                 raw, std = raw.loc[~old], std.loc[~old]

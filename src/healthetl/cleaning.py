@@ -2,7 +2,7 @@
 
 Standardisers change only how a value is written (spaces, case, date layout, spelling
 variants); they never decide whether a value is acceptable. That decision is made by the
-pandera checks built in :mod:`healthetl.datasets.spec`, which test the standardised text.
+pandera checks built in :mod:`healthetl.datasets.rules`, which test the standardised text.
 A value a standardiser cannot understand is passed through unchanged, so the check fails on
 it and the row goes to quarantine with the original value intact.
 """

@@ -1,0 +1,89 @@
+"""healthetl run: every stage of the project's pipelines, dependencies first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from healthetl import api
+from healthetl.cli import render
+from healthetl.cli.common import (
+    ConfigOption,
+    DbOption,
+    SnapshotOption,
+    check_fail_on,
+    fail_code,
+    summarise,
+)
+
+
+def run(
+    pipeline: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pipeline",
+            "-p",
+            help="Run only this pipeline (repeatable); dependencies are not added.",
+            show_default=False,
+        ),
+    ] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    log_file: Annotated[
+        str | None, typer.Option(help="Also write plain log lines here.", show_default=False)
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option(
+            help="Exit 1 when rows were quarantined for checks of this severity: error | warning | never."
+        ),
+    ] = "never",
+    report: Annotated[
+        Path | None,
+        typer.Option(help="Write the data-quality report of every pipeline (JSON).", show_default=False),
+    ] = None,
+    full_refresh: Annotated[
+        bool,
+        typer.Option(
+            "--full-refresh",
+            help="Take every row regardless of the watermark and rebuild analytics tables completely.",
+        ),
+    ] = False,
+    from_raw: Annotated[
+        str | None,
+        typer.Option(
+            "--from-raw",
+            help="Reprocess the rows run RUN_ID extracted, from the raw layer (no source file needed).",
+            show_default=False,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
+    ] = False,
+    snapshot_date: SnapshotOption = None,
+) -> None:
+    """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
+    check_fail_on(fail_on)
+    render.configure_logging(log_file)
+    with render.RunDisplay() as display:
+        result = api.run(
+            config,
+            db=db,
+            pipelines=pipeline,
+            force=force,
+            full_refresh=full_refresh,
+            report=report,
+            from_raw=from_raw,
+            snapshot_date=snapshot_date,
+            progress=display,
+        )
+    for name in result.idle:
+        render.info(f"{name}: the inbox is empty, nothing to do")
+    errors = warnings = 0
+    for r in result.results:
+        summarise(r)
+        errors += r.summary.errors
+        warnings += r.summary.warnings
+    raise typer.Exit(fail_code(errors, warnings, fail_on))
