@@ -15,7 +15,7 @@ from healthetl.cli.common import (
     open_database,
     open_project,
 )
-from healthetl.db import migrate
+from healthetl.db import drift, migrate
 from healthetl.db.engine import mask_url
 
 app = typer.Typer(help="Database migrations (Alembic, shipped inside healthetl).", no_args_is_help=True)
@@ -59,8 +59,8 @@ def current(db: DbOption = None, config: ConfigOption = None) -> None:
     heads = migrate.head_revisions(session.catalog)
     state = "at head" if ok else f"head is {', '.join(heads)}"
     typer.echo(f"{', '.join(revs) or 'empty (never migrated)'} ({state})")
-    drift = migrate.declaration_drift(session.db, session.catalog) if ok else []
-    for line in drift:
+    differences = drift.declaration_drift(session.db, session.catalog) if ok else []
+    for line in differences:
         render.warn(f"declared datasets differ from the database: {line}")
 
 

@@ -18,50 +18,58 @@ from healthetl.cli.common import (
     summarise,
 )
 
+LogFileOption = Annotated[
+    str | None, typer.Option(help="Also write plain log lines here.", show_default=False)
+]
+FailOnOption = Annotated[
+    str,
+    typer.Option(
+        help="Exit 1 when rows were quarantined for checks of this severity: error | warning | never."
+    ),
+]
+RunReportOption = Annotated[
+    Path | None,
+    typer.Option(help="Write the data-quality report of every pipeline (JSON).", show_default=False),
+]
+FullRefreshOption = Annotated[
+    bool,
+    typer.Option(
+        "--full-refresh",
+        help="Take every row regardless of the watermark and rebuild analytics tables completely.",
+    ),
+]
+FromRawOption = Annotated[
+    str | None,
+    typer.Option(
+        "--from-raw",
+        help="Reprocess the rows run RUN_ID extracted, from the raw layer (no source file needed).",
+        show_default=False,
+    ),
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
+]
+PipelinesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pipeline",
+        "-p",
+        help="Run only this pipeline (repeatable); dependencies are not added.",
+        show_default=False,
+    ),
+]
+
 
 def run(
-    pipeline: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pipeline",
-            "-p",
-            help="Run only this pipeline (repeatable); dependencies are not added.",
-            show_default=False,
-        ),
-    ] = None,
+    pipeline: PipelinesOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
-    log_file: Annotated[
-        str | None, typer.Option(help="Also write plain log lines here.", show_default=False)
-    ] = None,
-    fail_on: Annotated[
-        str,
-        typer.Option(
-            help="Exit 1 when rows were quarantined for checks of this severity: error | warning | never."
-        ),
-    ] = "never",
-    report: Annotated[
-        Path | None,
-        typer.Option(help="Write the data-quality report of every pipeline (JSON).", show_default=False),
-    ] = None,
-    full_refresh: Annotated[
-        bool,
-        typer.Option(
-            "--full-refresh",
-            help="Take every row regardless of the watermark and rebuild analytics tables completely.",
-        ),
-    ] = False,
-    from_raw: Annotated[
-        str | None,
-        typer.Option(
-            "--from-raw",
-            help="Reprocess the rows run RUN_ID extracted, from the raw layer (no source file needed).",
-            show_default=False,
-        ),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
-    ] = False,
+    log_file: LogFileOption = None,
+    fail_on: FailOnOption = "never",
+    report: RunReportOption = None,
+    full_refresh: FullRefreshOption = False,
+    from_raw: FromRawOption = None,
+    force: ForceOption = False,
     snapshot_date: SnapshotOption = None,
 ) -> None:
     """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""

@@ -197,65 +197,51 @@ def report(
     check_format(fmt, ("table", "json"))
     engine = open_database(db, config, must_exist=True, at_head=True).db
     if checks:
-        history = dq.history(engine, pipeline)
-        if fmt == "json":
-            render.document(history)
-            return
-        cols = [
-            "started_at",
-            "pipeline",
-            "run_id",
-            "check_name",
-            "column_name",
-            "severity",
-            "observed",
-            "threshold",
-            "passed",
-            "detail",
-        ]
-        render.rows(cols, [[h.get(c) for c in cols] for h in history], fmt)
+        _checks_history(dq.history(engine, pipeline), fmt)
         return
     del last  # --last is the default view; the flag documents intent in scripts
     found = ledger_report.run_report(engine, run_id=run_id, pipeline=pipeline)
     if fmt == "json":
         render.document(found.to_json())
         return
-    runs, written, rules, quality = found.runs, found.tables, found.rules, found.quality
-    _table(runs, fmt)
-    if written:
-        cols = [
-            "run_id",
-            "table_name",
-            "rows_processed",
-            "inserted",
-            "updated",
-            "unchanged",
-            "quarantined",
-            "error",
-        ]
-        render.rows(cols, [[a[c] for c in cols] for a in written], fmt, title="tables written")
-    if rules:
-        render.rows(
-            ["run_id", "column_name", "rule", "severity", "failures"],
-            [[c["run_id"], c["column_name"], c["rule"], c["severity"], c["failures"]] for c in rules],
-            fmt,
-            title="failed rules (quarantine)",
-        )
-    if quality:
-        render.rows(
-            ["run_id", "check_name", "column_name", "severity", "observed", "threshold", "passed"],
-            [
-                [
-                    q["run_id"],
-                    q["check_name"],
-                    q["column_name"],
-                    q["severity"],
-                    q["observed"],
-                    q["threshold"],
-                    q["passed"],
-                ]
-                for q in quality
-            ],
-            fmt,
-            title="data-quality checks",
-        )
+    _table(found.runs, fmt)
+    for title, cols, rows in (
+        ("tables written", TABLES_WRITTEN, found.tables),
+        ("failed rules (quarantine)", FAILED_RULES, found.rules),
+        ("data-quality checks", QUALITY_CHECKS, found.quality),
+    ):
+        if rows:
+            render.rows(cols, [[r[c] for c in cols] for r in rows], fmt, title=title)
+
+
+def _checks_history(history: list[dict[str, Any]], fmt: str) -> None:
+    if fmt == "json":
+        render.document(history)
+        return
+    render.rows(CHECK_HISTORY, [[h.get(c) for c in CHECK_HISTORY] for h in history], fmt)
+
+
+CHECK_HISTORY = [
+    "started_at",
+    "pipeline",
+    "run_id",
+    "check_name",
+    "column_name",
+    "severity",
+    "observed",
+    "threshold",
+    "passed",
+    "detail",
+]
+TABLES_WRITTEN = [
+    "run_id",
+    "table_name",
+    "rows_processed",
+    "inserted",
+    "updated",
+    "unchanged",
+    "quarantined",
+    "error",
+]
+FAILED_RULES = ["run_id", "column_name", "rule", "severity", "failures"]
+QUALITY_CHECKS = ["run_id", "check_name", "column_name", "severity", "observed", "threshold", "passed"]

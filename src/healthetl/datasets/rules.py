@@ -12,7 +12,8 @@ import pandera.pandas as pa
 
 from healthetl import cleaning
 from healthetl.config import PipelineOptions
-from healthetl.datasets.keys import KeyTracker, key_series
+from healthetl.datasets import predicates
+from healthetl.datasets.keys import KeyTracker
 from healthetl.datasets.spec import Column, Compare, Dataset, Lookup, Severity
 from healthetl.datasets.standardise import AMBIGUOUS, UNRESOLVED, LookupTable, standardiser
 
@@ -56,17 +57,6 @@ class CompiledDataset:
     skipped: list[str]
 
 
-def _key_lookup(known: pd.Index) -> Callable[[pd.Series], pd.Series]:
-    """Membership in a parent's keys through the index's hash table, built once per run:
-    ``Series.isin`` hashes all the keys again for every batch (a million keys: seconds a batch)."""
-    keys = known if known.is_unique else known.unique()
-
-    def check(values: pd.Series) -> pd.Series:
-        return pd.Series(keys.get_indexer(values) >= 0, index=values.index)
-
-    return check
-
-
 def _severity(options: PipelineOptions, dataset: Dataset, column: Column | None, rule: str) -> Severity:
     """pipeline option (column.rule, then rule) > column declaration > dataset > error."""
     name = column.name if column else None
@@ -80,42 +70,6 @@ def _severity(options: PipelineOptions, dataset: Dataset, column: Column | None,
         or "error"
     )
     return "warning" if value == "warning" else "error"
-
-
-_TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
-    "integer": (
-        "integer",
-        "{column}{value} is not an integer",
-        lambda s: s.str.fullmatch(cleaning.INTEGER_PATTERN).fillna(False) | s.isna(),
-    ),
-    "float": (
-        "number",
-        "{column}{value} is not a number",
-        lambda s: s.str.fullmatch(cleaning.FLOAT_PATTERN).fillna(False) | s.isna(),
-    ),
-    "decimal": (
-        "number",
-        "{column}{value} is not a decimal number",
-        lambda s: s.str.fullmatch(cleaning.DECIMAL_PATTERN).fillna(False) | s.isna(),
-    ),
-    "boolean": ("boolean", "{column}{value} is not a yes/no value", lambda s: s.isin(["0", "1"]) | s.isna()),
-    "date": (
-        "date",
-        "{column}{value} is not a real date in a recognised layout (YYYY-MM-DD, YYYY/MM/DD, MM/DD/YYYY)",
-        lambda s: cleaning.is_real_date(s) | s.isna(),
-    ),
-    "timestamp": (
-        "timestamp",
-        "{column}{value} is not a real timestamp in a recognised layout",
-        lambda s: cleaning.is_timestamp(s) | s.isna(),
-    ),
-    "phone": (
-        "phone",
-        "{column}{value} is not a valid phone number (with its country code, or in the pipeline's "
-        "phone_country_code)",
-        lambda s: cleaning.is_phone(s) | s.isna(),
-    ),
-}
 
 
 def compile_dataset(
@@ -159,7 +113,7 @@ class _Compiler:
         self._key_checks()
         for cmp in ds.compares:
             self._add_frame(
-                pa.Check(_compare_check(ds, cmp), name=f"healthetl_compare_{cmp.name}"),
+                pa.Check(predicates.compare_check(ds, cmp), name=f"healthetl_compare_{cmp.name}"),
                 Rule(
                     cmp.name,
                     cmp.column,
@@ -199,7 +153,7 @@ class _Compiler:
                 self.skipped.append(f"{col.name} -> {col.references}")
             else:
                 add(
-                    pa.Check(_key_lookup(known), name="healthetl_foreign_key"),
+                    pa.Check(predicates.key_lookup(known), name="healthetl_foreign_key"),
                     self._rule(col, "foreign_key", "unknown {column}{value}"),
                 )
         return pa.Column("str", checks=found, nullable=not col.required, required=True, coerce=False)
@@ -207,18 +161,18 @@ class _Compiler:
     def _value_checks(self, col: Column, add: Callable[[pa.Check, Rule], None]) -> None:
         """Type, date window, range, pattern and vocabulary, in this order."""
         looked_up = any(lk.column == col.name for lk in self.dataset.lookups)
-        if col.type in _TYPE_CHECKS and not looked_up:  # a looked-up id comes from the database
-            name, template, fn = _TYPE_CHECKS[col.type]
+        if col.type in predicates.TYPE_CHECKS and not looked_up:  # a looked-up id comes from the database
+            name, template, fn = predicates.TYPE_CHECKS[col.type]
             add(
                 pa.Check(fn, element_wise=False, ignore_na=False, name=f"healthetl_{name}"),
                 self._rule(col, name, template),
             )
-        typed = _TYPE_CHECKS[col.type][2] if col.type in _TYPE_CHECKS else None
+        typed = predicates.TYPE_CHECKS[col.type][2] if col.type in predicates.TYPE_CHECKS else None
         window = (self.options.date_window.get(col.name) or col.date_window) if col.type == "date" else None
         if window:
             lo, hi = (cleaning.resolve_bound(b) for b in window)
             add(
-                pa.Check(_window_check(lo, hi), element_wise=False, name="healthetl_date_window"),
+                pa.Check(predicates.window_check(lo, hi), element_wise=False, name="healthetl_date_window"),
                 self._rule(
                     col,
                     "date_window",
@@ -228,7 +182,7 @@ class _Compiler:
             )
         if col.minimum is not None or col.maximum is not None:
             add(
-                pa.Check(_range_check(col, typed), element_wise=False, name="healthetl_range"),
+                pa.Check(predicates.range_check(col, typed), element_wise=False, name="healthetl_range"),
                 self._rule(
                     col,
                     "range",
@@ -272,7 +226,7 @@ class _Compiler:
             ),
         ):
             add(
-                pa.Check(_not_marked(marker), element_wise=False, name=check_name),
+                pa.Check(predicates.not_marked(marker), element_wise=False, name=check_name),
                 Rule(name, col.name, _severity(self.options, self.dataset, col, name), text + suffix, shown),
             )
 
@@ -293,7 +247,7 @@ class _Compiler:
             shows = all(not ds.column(c).identifying for c in key_cols)
             column = ds.column(key_cols[0]) if len(key_cols) == 1 else None
             self._add_frame(
-                pa.Check(_unique_check(key_cols, tracker), name=f"healthetl_{rule_name}"),
+                pa.Check(predicates.unique_check(key_cols, tracker), name=f"healthetl_{rule_name}"),
                 Rule(
                     rule_name,
                     ",".join(key_cols),
@@ -302,13 +256,6 @@ class _Compiler:
                     shows,
                 ),
             )
-
-
-def _not_marked(marker: str) -> Callable[[pd.Series], pd.Series]:
-    def check(s: pd.Series) -> pd.Series:
-        return ~s.str.startswith(marker).fillna(False)
-
-    return check
 
 
 def _severity_named(options: PipelineOptions, dataset: Dataset, cmp: Compare) -> Severity:
@@ -335,77 +282,6 @@ def _describe_compare(cmp: Compare) -> str:
     }
     other = cmp.other if cmp.other is not None else repr(cmp.value)
     return f"{cmp.column} must be {words[cmp.op]} {other} ({cmp.column} {cmp.op} {other})"
-
-
-def _unique_check(key_cols: tuple[str, ...], tracker: KeyTracker) -> Callable[[pd.DataFrame], pd.Series]:
-    def healthetl_unique(frame: pd.DataFrame) -> pd.Series:
-        keys = key_series(frame, key_cols)
-        return ~(tracker.duplicated(keys) & keys.notna())
-
-    return healthetl_unique
-
-
-_OPS: dict[str, Callable[[Any, Any], Any]] = {
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    "==": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    ">=": lambda a, b: a >= b,
-    ">": lambda a, b: a > b,
-}
-
-
-def comparable(column: Column, s: pd.Series) -> pd.Series:
-    """Values that order correctly: numbers as floats, dates and timestamps as ISO text
-    (a timestamp compared with a date compares its day)."""
-    if column.type in ("integer", "float", "decimal", "boolean"):
-        return cleaning.numbers(s)
-    return s
-
-
-def _compare_check(dataset: Dataset, cmp: Compare) -> Callable[[pd.DataFrame], pd.Series]:
-    left_col = dataset.column(cmp.column)
-    right_col = dataset.column(cmp.other) if cmp.other else None
-
-    def healthetl_compare(frame: pd.DataFrame) -> pd.Series:
-        left = comparable(left_col, frame[cmp.column])
-        if right_col is not None:
-            right = comparable(right_col, frame[right_col.name])
-            if {left_col.type, right_col.type} == {"date", "timestamp"}:
-                left, right = left.str.slice(0, 10), right.str.slice(0, 10)
-        else:
-            right = pd.Series(cmp.value, index=frame.index)
-            if left_col.type in ("integer", "float", "decimal", "boolean"):
-                right = right.astype(float)
-        result = _OPS[cmp.op](left, right)
-        return (result.fillna(False).astype(bool)) | left.isna() | right.isna()
-
-    return healthetl_compare
-
-
-def _range_check(
-    col: Column, typed: Callable[[pd.Series], pd.Series] | None
-) -> Callable[[pd.Series], pd.Series]:
-    def healthetl_range(s: pd.Series) -> pd.Series:
-        well_typed = typed(s) if typed is not None else pd.Series(True, index=s.index)
-        values = comparable(col, s)
-        ok = pd.Series(True, index=s.index)
-        if col.minimum is not None:
-            ok &= (values >= col.minimum).fillna(False)
-        if col.maximum is not None:
-            ok &= (values <= col.maximum).fillna(False)
-        # only judges values of the right type; the type check reports the others
-        return ok | ~well_typed.astype(bool) | s.isna()
-
-    return healthetl_range
-
-
-def _window_check(lo: str, hi: str) -> Callable[[pd.Series], pd.Series]:
-    def healthetl_window(s: pd.Series) -> pd.Series:
-        # only judges well-formed dates; the date check reports the others
-        return ~cleaning.is_iso_shaped(s) | ((s >= lo) & (s <= hi))
-
-    return healthetl_window
 
 
 #: the rule a column's type implies (``dataset show``)

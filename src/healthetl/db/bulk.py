@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
 from healthetl.db.engine import is_postgres
+from healthetl.db.locks import is_referenced
 from healthetl.db.schema import quarantine
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
 
@@ -32,39 +33,8 @@ _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 QUARANTINE_COLUMNS = ["run_id", "dataset", *FAILURE_COLUMNS]
 
 
-def _quote(conn: sa.Connection, name: str) -> str:
+def quote_name(conn: sa.Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
-
-
-def lock_related(conn: sa.Connection, tables: Sequence[sa.Table]) -> None:
-    """PostgreSQL: before touching anything, lock the tables a load writes and every table
-    related to them by a foreign key, all at once and in one global order (advisory locks by
-    name), so loads of related datasets queue instead of deadlocking (a parent's commit checking
-    its children while a child's load alters its keys). SQLite has one writer anyway."""
-    if not is_postgres(conn):
-        return
-    names = set()
-    for table in tables:
-        names.add(table.name)
-        names |= {fk.column.table.name for fk in table.foreign_keys}
-        names |= {
-            other.name
-            for other in table.metadata.tables.values()
-            if any(fk.column.table.name == table.name for fk in other.foreign_keys)
-        }
-    for name in sorted(names):
-        conn.exec_driver_sql(
-            "SELECT pg_advisory_xact_lock(hashtext(%(t)s))", {"t": f"healthetl-table:{name}"}
-        )
-
-
-def is_referenced(table: sa.Table) -> bool:
-    return any(
-        fk.column.table.name == table.name
-        for other in table.metadata.tables.values()
-        if other is not table
-        for fk in other.foreign_keys
-    )
 
 
 def to_csv_bytes(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]) -> bytes:
@@ -189,7 +159,7 @@ class TableWriter:
         self.updated = 0
         self.unchanged = 0
         self.staged = bool(self.dedupe_order) or mode == "merge"
-        self._name = _quote(conn, table.name)
+        self._name = quote_name(conn, table.name)
         self._target = STAGE if self.staged else self._name
         self._dropped_fks: list[tuple[str, str]] = []
         self._copier: _CopyThread | None = None
@@ -212,7 +182,7 @@ class TableWriter:
     def write(self, frame: pd.DataFrame, failures: pd.DataFrame | None = None) -> None:
         if not frame.empty:
             if self._copier is not None:
-                cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+                cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
                 data = to_csv_bytes(frame, self.columns, {"run_id": self.run_id})
                 self._copier.submit(f"COPY {self._target} ({cols}) FROM STDIN (FORMAT csv)", data)
             else:
@@ -247,7 +217,7 @@ class TableWriter:
         if not self.staged:
             self.loaded = self.inserted = self.rows
             return
-        cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+        cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
         source = DEDUP if self.dedupe_order else STAGE
         self.loaded = int(self.conn.exec_driver_sql(f"SELECT COUNT(*) FROM {source}").scalar_one())
         if self.loaded:
@@ -305,7 +275,7 @@ class TableWriter:
             for column in self.table.columns:  # e.g. a generated id: the table fills it, not us
                 if column.name not in self.columns:
                     self.conn.exec_driver_sql(
-                        f"ALTER TABLE {name} ALTER COLUMN {_quote(self.conn, column.name)} DROP NOT NULL"
+                        f"ALTER TABLE {name} ALTER COLUMN {quote_name(self.conn, column.name)} DROP NOT NULL"
                     )
         else:
             self.conn.exec_driver_sql(f"DROP TABLE IF EXISTS temp.{name}")
@@ -313,9 +283,9 @@ class TableWriter:
 
     def _dedupe(self) -> None:
         """Keep one row per key, the one with the greatest ``dedupe_order`` values."""
-        cols = ", ".join(_quote(self.conn, c) for c in self.columns)
-        keys = ", ".join(_quote(self.conn, k) for k in self.key)
-        order = ", ".join(f"{_quote(self.conn, c)} DESC" for c in self.dedupe_order)
+        cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
+        keys = ", ".join(quote_name(self.conn, k) for k in self.key)
+        order = ", ".join(f"{quote_name(self.conn, c)} DESC" for c in self.dedupe_order)
         ranked = (
             f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} "
             f"ORDER BY {order}) AS _healthetl_rank FROM {STAGE}) ranked WHERE _healthetl_rank = 1"
@@ -338,34 +308,36 @@ class TableWriter:
             {"t": self._name},
         ).all()
         for name, definition in rows:
-            self.conn.exec_driver_sql(f"ALTER TABLE {self._name} DROP CONSTRAINT {_quote(self.conn, name)}")
+            self.conn.exec_driver_sql(
+                f"ALTER TABLE {self._name} DROP CONSTRAINT {quote_name(self.conn, name)}"
+            )
             self._dropped_fks.append((name, definition))
 
     def _restore_foreign_keys(self) -> None:
         for name, definition in self._dropped_fks:
             self.conn.exec_driver_sql(
-                f"ALTER TABLE {self._name} ADD CONSTRAINT {_quote(self.conn, name)} {definition}"
+                f"ALTER TABLE {self._name} ADD CONSTRAINT {quote_name(self.conn, name)} {definition}"
             )
         self._dropped_fks = []
 
     def _on_conflict(self) -> str:
-        keys = ", ".join(_quote(self.conn, k) for k in self.key)
+        keys = ", ".join(quote_name(self.conn, k) for k in self.key)
         updates = ", ".join(
-            f"{_quote(self.conn, c)} = excluded.{_quote(self.conn, c)}"
+            f"{quote_name(self.conn, c)} = excluded.{quote_name(self.conn, c)}"
             for c in self.columns
             if c not in self.key
         )
         clause = f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
         if self.dedupe_order:  # an older version never overwrites a newer one
             newer = " AND ".join(
-                f"excluded.{_quote(self.conn, c)} >= {self._name}.{_quote(self.conn, c)}"
+                f"excluded.{quote_name(self.conn, c)} >= {self._name}.{quote_name(self.conn, c)}"
                 for c in self.dedupe_order
             )
             clause += f" WHERE {newer}"
         return clause
 
     def _executemany(self, frame: pd.DataFrame) -> None:
-        cols = ", ".join(_quote(self.conn, c) for c in self.columns)
+        cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
         marks = ", ".join("?" for _ in self.columns)
         target = f"temp.{STAGE}" if self.staged else self._name
         sql = f"INSERT INTO {target} ({cols}) VALUES ({marks})"
@@ -388,54 +360,6 @@ class TableWriter:
             self._copier.submit(f"COPY quarantine ({cols}) FROM STDIN (FORMAT csv)", data)
             return
         write_quarantine(self.conn, failures, run_id=self.run_id, dataset=self.dataset)
-
-
-class RawWriter:
-    """Appends every extracted batch, as received, to a dataset's raw table."""
-
-    def __init__(
-        self,
-        conn: sa.Connection,
-        table: sa.Table,
-        columns: Sequence[str],
-        run_id: str,
-        copy: Callable[[str, bytes], None] | None = None,
-    ) -> None:
-        self.conn = conn
-        self.table = table
-        self.columns = list(columns)
-        self.run_id = run_id
-        self.rows = 0
-        self._copy = copy  # PostgreSQL: the load's COPY thread, so statements stay in order
-
-    def write(self, frame: pd.DataFrame, sha256: str, extracted_at: str) -> None:
-        if frame.empty:
-            return
-        out = pd.DataFrame(
-            {
-                "source_file": frame["_source_file"].astype("str"),
-                "source_row": frame["_source_row"].astype("int64").astype("str"),
-            }
-        )
-        for c in self.columns:
-            out[c] = (
-                frame[c].astype("str")
-                if c in frame.columns
-                else pd.Series(pd.NA, index=frame.index, dtype="str")
-            )
-        consts = {"run_id": self.run_id, "file_sha256": sha256, "extracted_at": extracted_at}
-        names = ["run_id", "source_file", "source_row", "file_sha256", "extracted_at", *self.columns]
-        if self._copy is not None:
-            cols = ", ".join(_quote(self.conn, c) for c in names)
-            self._copy(
-                f"COPY {_quote(self.conn, self.table.name)} ({cols}) FROM STDIN (FORMAT csv)",
-                to_csv_bytes(out, names, consts),
-            )
-        else:
-            insert_frame(
-                self.conn, self.table.name, out, ["source_file", "source_row", *self.columns], consts
-            )
-        self.rows += len(frame)
 
 
 def write_quarantine(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from alembic import command
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -28,6 +26,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
+from healthetl.db import drift
 from healthetl.db.engine import first_line, mask_url
 from healthetl.errors import DatabaseError, UsageError
 
@@ -290,50 +289,7 @@ def ensure_at_head(engine: Engine, catalog: Catalog | None = None, *, db_flag_hi
     """Refuse to touch tables unless the database is migrated to head and the declared datasets
     match their tables; say what to run."""
     _ensure_migrated(engine, catalog, f"run `healthetl db upgrade{db_flag_hint}`")
-    ensure_declarations_match(engine, catalog)
-
-
-def declaration_drift(engine: Engine, catalog: Catalog | None, *, indexes: bool = True) -> list[str]:
-    """How the project's declared tables differ from the database (empty: they match).
-    ``indexes=False`` leaves out indexes added or removed: they change speed, not what loads."""
-    return [text for text, index_only in _drift(engine, catalog) if indexes or not index_only]
-
-
-def _drift(engine: Engine, catalog: Catalog | None) -> list[tuple[str, bool]]:
-    """(description, whether it is only an index) for each difference."""
-    if catalog is None or not catalog.project_tables:
-        return []
-    include = catalog.project_tables
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(
-            conn,
-            opts={"compare_type": True, **include_filters(include)},
-        )
-        diffs = compare_metadata(ctx, catalog.metadata)
-        keys = primary_key_changes(conn, catalog.metadata, include)
-    index_ops = ("add_index", "remove_index")
-    return [(_describe(d), isinstance(d, tuple) and d[0] in index_ops) for d in diffs] + [
-        (f"primary key of {table} changed ({', '.join(old) or 'none'} -> {', '.join(new) or 'none'})", False)
-        for table, old, new, _ in keys
-    ]
-
-
-def primary_key_changes(
-    conn: sa.Connection, metadata: sa.MetaData, include: set[str]
-) -> list[tuple[str, list[str], list[str], str | None]]:
-    """(table, columns in the database, declared columns, the database's constraint name) where
-    a table's primary key differs:
-    Alembic's autogenerate does not compare primary keys, so healthetl does."""
-    inspector = sa.inspect(conn)
-    existing = set(inspector.get_table_names())
-    out = []
-    for name in sorted(include & existing):
-        declared = [c.name for c in metadata.tables[name].primary_key.columns]
-        pk = inspector.get_pk_constraint(name)
-        found = list(pk.get("constrained_columns") or [])
-        if declared != found:
-            out.append((name, found, declared, pk.get("name")))
-    return out
+    drift.ensure_declarations_match(engine, catalog)
 
 
 def _render_create_primary_key(autogen_context: Any, op: Any) -> str:
@@ -360,7 +316,7 @@ def _primary_key_directives(context: Any, revision: Any, directives: list[Any]) 
     if not directives or metadata is None:
         return
     script = directives[0]
-    for table, old, new, old_name in primary_key_changes(context.connection, metadata, include):
+    for table, old, new, old_name in drift.primary_key_changes(context.connection, metadata, include):
         name = str(metadata.tables[table].primary_key.name or f"pk_{table}")
         up: list[Any] = []
         down: list[Any] = []
@@ -374,25 +330,6 @@ def _primary_key_directives(context: Any, revision: Any, directives: list[Any]) 
         script.downgrade_ops.ops.insert(0, ops.ModifyTableOps(table, down))
 
 
-def ensure_declarations_match(engine: Engine, catalog: Catalog | None) -> None:
-    """Refuse to load into tables that differ from their declarations. A missing or extra index
-    does not block (`db current` lists it, `db revision` writes it)."""
-    found = _drift(engine, catalog)
-    for text, _ in (f for f in found if f[1]):
-        logging.getLogger("healthetl").warning(
-            f"declared datasets differ from the database: {text} "
-            '(`healthetl db revision -m "indexes"` writes the migration)'
-        )
-    drift = [text for text, index_only in found if not index_only]
-    if drift:
-        shown = "; ".join(drift[:4]) + (f"; and {len(drift) - 4} more" if len(drift) > 4 else "")
-        raise DatabaseError(
-            f"the declared datasets differ from the database: {shown}",
-            hint='generate a migration with `healthetl db revision -m "describe the change"`, '
-            "review it, then run `healthetl db upgrade`",
-        )
-
-
 def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
     """Autogenerate a migration for the project's declared-but-missing or changed tables."""
     if not catalog.project_tables or catalog.project is None:
@@ -401,7 +338,7 @@ def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
             hint="declare one under [[datasets]] in healthetl.toml",
         )
     _ensure_migrated(engine, catalog, "run `healthetl db upgrade` before generating a revision")
-    if not declaration_drift(engine, catalog):
+    if not drift.declaration_drift(engine, catalog):
         raise UsageError("nothing to do: the declared datasets match the database")
     folder = catalog.project.migrations_dir
     existing = _project_dir(catalog) is not None and any(folder.glob("*.py"))
@@ -428,49 +365,3 @@ def revision(engine: Engine, catalog: Catalog, message: str) -> Path:
         raise UsageError(f"alembic: {first_line(exc)}") from None
     made = scripts if isinstance(scripts, list) else [scripts]
     return Path(made[0].path)  # type: ignore[union-attr]
-
-
-def include_filters(include: set[str] | None) -> dict[str, Callable[..., bool]]:
-    """Alembic's include_name / include_object limiting comparison to ``include`` (None: all).
-    Used by env.py for revisions, and by ``declaration_drift``."""
-
-    def include_name(name: Any, type_: str, parent_names: Any) -> bool:
-        return include is None or type_ != "table" or name in include
-
-    def include_object(obj: Any, name: Any, type_: str, reflected: bool, compare_to: Any) -> bool:
-        if include is None:
-            return True
-        if type_ == "table":
-            return name in include
-        table = getattr(obj, "table", None)
-        return table is None or table.name in include
-
-    return {"include_name": include_name, "include_object": include_object}
-
-
-def _describe(diff: Any) -> str:
-    if isinstance(diff, list):  # column modifications come grouped
-        return _describe(diff[0])
-    kind = diff[0]
-    if kind == "add_table":
-        return f"table {diff[1].name} does not exist yet"
-    if kind == "remove_table":
-        return f"table {diff[1].name} is no longer declared"
-    if kind == "add_column":
-        return f"column {diff[2]}.{diff[3].name} is new"
-    if kind == "remove_column":
-        return f"column {diff[2]}.{diff[3].name} is no longer declared"
-    if kind.startswith("modify_"):
-        return f"column {diff[2]}.{diff[3]} changed ({kind[7:]})"
-    obj = diff[1]
-    table = getattr(getattr(obj, "table", None), "name", "?")
-    cols = ", ".join(c.name for c in getattr(obj, "columns", []))
-    what = {
-        "add_fk": "new reference",
-        "remove_fk": "reference removed",
-        "add_constraint": "new unique constraint",
-        "remove_constraint": "unique constraint removed",
-        "add_index": "new index",
-        "remove_index": "index removed",
-    }.get(kind, str(kind).replace("_", " "))
-    return f"{what} on {table} ({cols})" if cols else f"{what} on {table}"

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
-from healthetl.db import bulk
+from healthetl.db import locks
 from healthetl.pipeline.load import load_dataset
 from healthetl.pipeline.transaction import absorb, execute, new_result
 from healthetl.results import LoadResult, Progress, quiet
@@ -37,7 +37,7 @@ def load_batch(
     result = new_result(pipeline, "+".join(ds.name for ds, _ in steps), "merge", labels)
 
     def body(conn: sa.Connection) -> None:
-        bulk.lock_related(conn, [catalog.table(ds) for ds, _ in steps])
+        locks.lock_related(conn, [catalog.table(ds) for ds, _ in steps])
         for ds, items in steps:
             part = new_result(pipeline, ds.name, ds.default_mode, [i.label for i in items])
             part.run_id, part.spool = result.run_id, result.spool

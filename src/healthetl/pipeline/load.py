@@ -18,7 +18,8 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset, Quality
-from healthetl.db import bulk
+from healthetl.db import bulk, locks
+from healthetl.db.raw import RawWriter
 from healthetl.errors import AccountingError, QualityGateError, UsageError
 from healthetl.ledger import audit, dq, watermarks
 from healthetl.pipeline import analytics
@@ -65,7 +66,7 @@ def load(
     result = new_result(pipeline or dataset.name, dataset.name, mode, [i.label for i in items])
 
     def body(conn: sa.Connection) -> None:
-        bulk.lock_related(conn, [catalog.table(dataset)])
+        locks.lock_related(conn, [catalog.table(dataset)])
         load_dataset(
             conn,
             dataset,
@@ -193,13 +194,13 @@ def table_writer(
 
 def _raw_writer(
     conn: sa.Connection, dataset: Dataset, catalog: Catalog, writer: bulk.TableWriter, run_id: str
-) -> bulk.RawWriter | None:
+) -> RawWriter | None:
     """The raw layer's writer (on PostgreSQL it shares the table writer's COPY connection)."""
     raw_table = catalog.raw_table(dataset)
     if raw_table is None:
         return None
     copy = writer.copy if writer.postgres else None
-    return bulk.RawWriter(conn, raw_table, dataset.column_names, run_id, copy=copy)
+    return RawWriter(conn, raw_table, dataset.column_names, run_id, copy=copy)
 
 
 def _stream(
@@ -207,7 +208,7 @@ def _stream(
     dataset: Dataset,
     validator: Validator,
     writer: bulk.TableWriter,
-    raw_writer: bulk.RawWriter | None,
+    raw_writer: RawWriter | None,
     tracker: QualityTracker,
     result: LoadResult,
     progress: Progress,
@@ -292,9 +293,7 @@ def _advance(
     return new
 
 
-def _audit(
-    result: LoadResult, table: str, writer: bulk.TableWriter, raw_writer: bulk.RawWriter | None
-) -> None:
+def _audit(result: LoadResult, table: str, writer: bulk.TableWriter, raw_writer: RawWriter | None) -> None:
     """The audit entries of this dataset: its table, its raw layer, its analytics tables."""
     c, run_id, name = result.counts, result.run_id, result.pipeline
     result.audit.append(

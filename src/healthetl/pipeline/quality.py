@@ -46,32 +46,24 @@ class QualityTracker:
     ) -> list[CheckResult]:
         """``loaded``: rows that reached the table (after duplicates were resolved)."""
         q = _merge_quality(quality, overrides)
-        out: list[CheckResult] = []
-        taken = self.rows_taken
-        accepted = self.rows_accepted
-        rate = self.accepted_required_nulls / accepted if accepted else 0.0
-        out.append(
-            CheckResult(
+        taken, accepted = self.rows_taken, self.rows_accepted
+        required = self.accepted_required_nulls / accepted if accepted else 0.0
+        dates = self.date_failures / taken if taken else 0.0
+        out = [
+            _at_most(
                 "required_null_rate",
                 "error",
-                rate,
+                required,
                 q.required_null_rate,
-                rate <= q.required_null_rate,
-                detail="accepted rows with a missing required field",
-            )
-        )
-        rate = self.date_failures / taken if taken else 0.0
-        out.append(
-            CheckResult(
+                "accepted rows with a missing required field",
+            ),
+            _at_most(
                 "invalid_date_rate",
                 "error",
-                rate,
+                dates,
                 q.invalid_date_rate,
-                rate <= q.invalid_date_rate,
-                detail="rows whose date or timestamp could not be read",
-            )
-        )
-        out.append(
+                "rows whose date or timestamp could not be read",
+            ),
             CheckResult(
                 "row_count",
                 "error",
@@ -79,47 +71,32 @@ class QualityTracker:
                 1.0,
                 loaded >= 1 or q.allow_empty,
                 detail="rows to load" + (" (allow_empty)" if q.allow_empty else ""),
-            )
-        )
+            ),
+        ]
         for column, threshold in sorted(q.null_rate.items()):
             rate = self.nulls.get(column, 0) / taken if taken else 0.0
             out.append(
-                CheckResult(
-                    "null_rate",
-                    "warning",
-                    rate,
-                    threshold,
-                    rate <= threshold,
-                    column=column,
-                    detail="missing values among the rows taken",
+                _at_most(
+                    "null_rate", "warning", rate, threshold, "missing values among the rows taken", column
                 )
             )
         if previous_rows:
             drop = max(0.0, (previous_rows - loaded) / previous_rows)
-            out.append(
-                CheckResult(
-                    "row_count_drop",
-                    "warning",
-                    drop,
-                    q.row_count_drop,
-                    drop <= q.row_count_drop,
-                    detail=f"against {previous_rows} rows of the last successful run",
-                )
-            )
+            detail = f"against {previous_rows} rows of the last successful run"
+            out.append(_at_most("row_count_drop", "warning", drop, q.row_count_drop, detail))
         if q.freshness_hours is not None and self.max_cursor is not None:
             age = (datetime.now(UTC) - parse_canonical(self.max_cursor)).total_seconds() / 3600
-            out.append(
-                CheckResult(
-                    "freshness_hours",
-                    "warning",
-                    round(age, 3),
-                    q.freshness_hours,
-                    age <= q.freshness_hours,
-                    column=self.cursor,
-                    detail=f"newest {self.cursor} {self.max_cursor}",
-                )
-            )
+            detail = f"newest {self.cursor} {self.max_cursor}"
+            check = _at_most("freshness_hours", "warning", age, q.freshness_hours, detail, self.cursor)
+            out.append(replace(check, observed=round(age, 3)))
         return out
+
+
+def _at_most(
+    name: str, severity: Severity, observed: float, limit: float, detail: str, column: str | None = None
+) -> CheckResult:
+    """A check that passes while ``observed`` stays at or below ``limit``."""
+    return CheckResult(name, severity, observed, limit, observed <= limit, column=column, detail=detail)
 
 
 def _merge_quality(quality: Quality, overrides: dict[str, Any]) -> Quality:

@@ -11,7 +11,7 @@ from healthetl.catalog import Catalog
 from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
 from healthetl.datasets.spec import Dataset
-from healthetl.db import migrate
+from healthetl.db import drift, migrate
 from healthetl.errors import QualityGateError, UsageError
 from healthetl.ledger import runs
 from healthetl.pipeline.batch import load_batch
@@ -83,48 +83,18 @@ def run(
             hint="run it again from its files (--force loads files it already loaded)",
         )
     result = RunResult()
-    with engine.connect() as conn:
-        ready = migrate.at_head(conn, catalog)
-    if not ready:
-        before, after = migrate.upgrade(engine, catalog=catalog)
-        result.upgraded_from = before
-        progress("upgraded", {"from": before, "to": after})
-    migrate.ensure_declarations_match(engine, catalog)
+    _migrate(engine, catalog, result, progress)
     try:
         for p in pipelines:
-            if p.archive is not None and from_raw is None and not _inbox_has_files(p):
+            inbox = p.archive is not None and from_raw is None
+            if inbox and not _inbox_has_files(p):
                 result.idle.append(p.name)
                 progress("idle", {"pipeline": p.name})
                 continue
-            if p.datasets:
-                result.results.append(_batch(engine, p, catalog, progress, force, full_refresh))
-                if p.archive is not None:
-                    result.archived[p.name] = archive(p, result.results[-1])
-                continue
-            dataset = catalog.dataset(p.dataset)
-            sources: list[Source]
-            if from_raw is not None:
-                sources = [RawRun(from_raw)]
-            else:
-                sources = list(discover.discover(p))
-            result.results.append(
-                load(
-                    engine,
-                    dataset,
-                    sources,
-                    p.options,
-                    mode=p.mode,
-                    pipeline=p.name,
-                    command="run",
-                    progress=progress,
-                    catalog=catalog,
-                    force=force,
-                    full_refresh=full_refresh,
-                    inbox=p.archive is not None and from_raw is None,
-                )
-            )
-            if p.archive is not None and from_raw is None:
-                result.archived[p.name] = archive(p, result.results[-1])
+            loaded = _load_pipeline(engine, p, catalog, progress, force, full_refresh, from_raw)
+            result.results.append(loaded)
+            if inbox:
+                result.archived[p.name] = archive(p, loaded)
     except QualityGateError as exc:
         result.failed = exc
         raise
@@ -133,6 +103,48 @@ def run(
             reports = [r.report() for r in result.results]
             write_report(report_path, {"pipelines": reports, "error": str(result.failed or "") or None})
     return result
+
+
+def _load_pipeline(
+    engine: Engine,
+    p: Pipeline,
+    catalog: Catalog,
+    progress: Progress,
+    force: bool,
+    full_refresh: bool,
+    from_raw: str | None,
+) -> LoadResult:
+    """One pipeline's load: a batch of several datasets, or one dataset's sources (its files, or
+    the raw rows of run ``from_raw``)."""
+    if p.datasets:
+        return _batch(engine, p, catalog, progress, force, full_refresh)
+    sources: list[Source] = [RawRun(from_raw)] if from_raw is not None else list(discover.discover(p))
+    return load(
+        engine,
+        catalog.dataset(p.dataset),
+        sources,
+        p.options,
+        mode=p.mode,
+        pipeline=p.name,
+        command="run",
+        progress=progress,
+        catalog=catalog,
+        force=force,
+        full_refresh=full_refresh,
+        inbox=p.archive is not None and from_raw is None,
+    )
+
+
+def _migrate(engine: Engine, catalog: Catalog, result: RunResult, progress: Progress) -> None:
+    """Bring the database to the catalog's head first, and refuse tables that differ from their
+    declarations."""
+    with engine.connect() as conn:
+        ready = migrate.at_head(conn, catalog)
+    if not ready:
+        before, after = migrate.upgrade(engine, catalog=catalog)
+        result.upgraded_from = before
+        progress("upgraded", {"from": before, "to": after})
+    drift.ensure_declarations_match(engine, catalog)
 
 
 def _inbox_has_files(p: Pipeline) -> bool:
