@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from alembic import context
 
+from healthetl.catalog import catalog_for
 from healthetl.config import load_project, resolve_database_url
 from healthetl.db import engine as db_engine
-from healthetl.db.migrate import include_filters
-from healthetl.db.schema import metadata
+from healthetl.db.drift import include_filters
 
 config = context.config
 
 
 # a project's catalog hands over its metadata (healthetl's tables plus its declared datasets)
 # and, when generating the project's revisions, the tables that branch owns
-target_metadata = config.attributes.get("metadata", metadata)
+target_metadata = config.attributes.get("metadata") or catalog_for(None).metadata
 include_tables = config.attributes.get("include_tables")
 
 

@@ -16,7 +16,7 @@ from healthetl.datasets.nesting import child_tables as nested_child_tables
 from healthetl.datasets.spec import Dataset, Query
 from healthetl.datasets.tables import analytic_tables_for, raw_table_for, table_for
 from healthetl.db.schema import NAMING_CONVENTION
-from healthetl.db.schema import metadata as builtin_metadata
+from healthetl.db.schema import metadata as bookkeeping
 from healthetl.errors import ConfigError, UsageError
 
 
@@ -62,9 +62,21 @@ def catalog_for(project: Project | None) -> Catalog:
 
 @lru_cache(maxsize=1)
 def _builtin() -> Catalog:
-    from healthetl.db.schema import dataset_tables
+    """healthetl's own tables and the built-in datasets' tables, in one metadata."""
+    metadata = _copy(bookkeeping)
+    tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
+    for ds in BUILTIN.values():
+        raw_table_for(ds, metadata)
+        nested_child_tables(ds, metadata)
+        analytic_tables_for(ds, metadata)
+    return Catalog(dict(BUILTIN), metadata, tables)
 
-    return Catalog(dict(BUILTIN), builtin_metadata, dict(dataset_tables))
+
+def _copy(source: sa.MetaData) -> sa.MetaData:
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    for table in source.sorted_tables:
+        table.to_metadata(metadata)
+    return metadata
 
 
 def _project_catalog(project: Project) -> Catalog:
@@ -77,7 +89,7 @@ def _project_catalog(project: Project) -> Catalog:
                 + (" (built in)" if ds.name in BUILTIN else "")
             )
         datasets[ds.name] = ds
-    builtin_tables = {t.name for t in builtin_metadata.sorted_tables}
+    builtin_tables = {t.name for t in _builtin().metadata.sorted_tables}
     for ds in declared:
         if ds.raw_table in builtin_tables:
             raise ConfigError(
@@ -107,9 +119,7 @@ def _project_catalog(project: Project) -> Catalog:
                     f"{project.path}: dataset {ds.name}: lookup {lk.column}: {lk.dataset} has no "
                     f"column(s) {', '.join(missing)}"
                 )
-    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
-    for table in builtin_metadata.sorted_tables:
-        table.to_metadata(metadata)
+    metadata = _copy(_builtin().metadata)
     tables = {name: metadata.tables[BUILTIN[name].table] for name in BUILTIN}
     owned: set[str] = set()
     for ds in declared:

@@ -242,10 +242,15 @@ class LoadResult:
         }
 
 
-#: progress callback: (event, details); events are "start", "batch", "done"
-Progress = Callable[[str, dict[str, Any]], None]
+#: what a run reports while it works, with its details:
+#: ``start`` (run_id, pipeline, sources), ``batch`` (pipeline, rows read so far),
+#: ``done`` (pipeline, status, counts when it succeeded), ``upgraded`` (from, to: migration
+#: revisions), ``idle`` (pipeline: an inbox with nothing in it)
+ProgressEvent = Literal["start", "batch", "done", "upgraded", "idle"]
+#: a progress callback: the command line draws a progress display, the API logs
+Progress = Callable[[ProgressEvent, dict[str, Any]], None]
 
 
-def quiet(_event: str, _info: dict[str, Any]) -> None:
+def quiet(_event: ProgressEvent, _info: dict[str, Any]) -> None:
     """The progress callback that reports nothing."""
     return None

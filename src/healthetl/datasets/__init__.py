@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from healthetl.datasets.clinic import APPOINTMENTS, DOCTORS
-from healthetl.datasets.facilities import FACILITIES
-from healthetl.datasets.medilink import ALL as MEDILINK
+from healthetl.datasets.builtin import builtin_datasets
 from healthetl.datasets.spec import Dataset
-from healthetl.datasets.synthea import ALL as SYNTHEA
-from healthetl.datasets.visits import VISITS
 from healthetl.errors import UsageError
 
-BUILTIN: dict[str, Dataset] = {
-    d.name: d for d in (DOCTORS, APPOINTMENTS, VISITS, FACILITIES, *MEDILINK, *SYNTHEA)
-}
+BUILTIN: dict[str, Dataset] = builtin_datasets()
 
 
 def get_dataset(name: str) -> Dataset:

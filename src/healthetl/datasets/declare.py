@@ -3,16 +3,12 @@ module for pandera models and transforms the declarative form cannot express."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pandera.pandas as pa
-
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
+from healthetl.datasets import plugins
 from healthetl.datasets.nesting import Child, Nested
 from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
@@ -89,7 +85,7 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
     table = raw.get("table", name)
     if not isinstance(table, str) or not _IDENT.match(table):
         raise ConfigError(f"{here}: table must be a plain lower-case name")
-    module = _load_module(raw["module"], base, here) if raw.get("module") else None
+    module = plugins.load_module(raw["module"], base, here) if raw.get("module") else None
     order = _names(raw, "dedupe_order", here, names)
     if order and not pk:
         raise ConfigError(f"{here}: dedupe_order needs a primary_key")
@@ -109,8 +105,8 @@ def _dataset(raw: dict[str, Any], where: str, base: Path) -> Dataset:
         renames=renames,
         queries=tuple(_query(q, here) for q in raw.get("queries", [])),
         compares=tuple(_compare(c, here, names) for c in raw.get("checks", [])),
-        model=_model(raw.get("model"), module, base, here),
-        transform=_transform(raw.get("transform"), module, base, here),
+        model=plugins.model(raw.get("model"), module, base, here),
+        transform=plugins.transform(raw.get("transform"), module, base, here),
         severity=_severity_map(raw.get("severity", {}), f"{here}: severity"),
         origin=where,
         raw_table=f"raw_{table}" if raw.get("raw") else None,
@@ -392,61 +388,3 @@ def _query(raw: dict[str, Any], here: str) -> Query:
             ptype, None if default is None else str(default), str(spec.get("help", ""))
         )
     return Query(str(raw["name"]), str(raw.get("description", "")), str(raw["sql"]), params)
-
-
-def _load_module(path_text: str, base: Path, here: str) -> Any:
-    path = Path(path_text)
-    path = path if path.is_absolute() else base / path
-    if not path.exists():
-        raise ConfigError(f"{here}: module {path} not found")
-    module_name = f"healthetl_project_{abs(hash(str(path.resolve())))}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{here}: cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as exc:
-        del sys.modules[module_name]
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"{here}: importing {path} failed: {type(exc).__name__}: {first}") from None
-    return module
-
-
-def _attribute(ref: Any, module: Any, base: Path, here: str, what: str) -> Any:
-    """'file.py:NAME' or 'NAME' (in the dataset's module)."""
-    if ref is None:
-        return getattr(module, what.upper(), None) if module is not None else None
-    text = str(ref)
-    if ":" in text:
-        file_part, _, attr = text.rpartition(":")
-        module = _load_module(file_part, base, here)
-    else:
-        attr = text
-    if module is None:
-        raise ConfigError(f"{here}: {what} {text!r} needs a module ('rules.py:{text}')")
-    if not hasattr(module, attr):
-        raise ConfigError(f"{here}: {what} {attr!r} not found in {module.__file__}")
-    return getattr(module, attr)
-
-
-def _model(ref: Any, module: Any, base: Path, here: str) -> Any:
-    model = _attribute(ref, module, base, here, "model")
-    if model is None:
-        return None
-    ok = isinstance(model, pa.DataFrameSchema) or (
-        isinstance(model, type) and issubclass(model, pa.DataFrameModel)
-    )
-    if not ok:
-        raise ConfigError(f"{here}: model must be a pandera DataFrameModel or DataFrameSchema")
-    return model
-
-
-def _transform(ref: Any, module: Any, base: Path, here: str) -> Callable[..., Any] | None:
-    fn = _attribute(ref, module, base, here, "transform")
-    if fn is not None and not callable(fn):
-        raise ConfigError(f"{here}: transform must be a function frame -> frame")
-    return fn  # type: ignore[no-any-return]

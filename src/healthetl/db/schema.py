@@ -1,16 +1,13 @@
-"""Table metadata: the run ledger, quarantine, and one table per registered dataset.
-
-Alembic's autogenerate and ``alembic check`` compare migrations against this metadata;
-nothing in healthetl ever calls ``create_all``.
+"""healthetl's own tables: the run ledger, audit log, loaded files, state, data-quality results
+and quarantine. The datasets' tables are built from their declarations by the catalog
+(:mod:`healthetl.catalog`), whose metadata (these tables plus the datasets') is what Alembic's
+autogenerate and ``alembic check`` compare migrations against; nothing in healthetl ever calls
+``create_all``.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-from healthetl.datasets import BUILTIN
-from healthetl.datasets.nesting import child_tables as nested_child_tables
-from healthetl.datasets.tables import analytic_tables_for, raw_table_for, table_for
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -174,9 +171,3 @@ etl_audit_log = sa.Table(
     comment="One row per table per batch: what the batch did to it.",
 )
 sa.Index("ix_etl_audit_log_run_id", etl_audit_log.c.run_id)
-
-# building these registers every table in `metadata` (what Alembic compares against)
-dataset_tables = {name: table_for(ds, metadata, BUILTIN) for name, ds in BUILTIN.items()}
-raw_tables = {name: t for name, ds in BUILTIN.items() if (t := raw_table_for(ds, metadata)) is not None}
-child_tables = {t.name: t for ds in BUILTIN.values() for t in nested_child_tables(ds, metadata)}
-analytic_tables = {t.name: t for ds in BUILTIN.values() for t in analytic_tables_for(ds, metadata)}

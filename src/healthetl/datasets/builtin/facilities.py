@@ -167,3 +167,6 @@ FACILITIES = Dataset(
         ),
     ),
 )
+
+#: the datasets this module declares (registered by healthetl.datasets.builtin)
+DATASETS = (FACILITIES,)

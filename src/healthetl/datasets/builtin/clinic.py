@@ -109,3 +109,6 @@ APPOINTMENTS = Dataset(
         ),
     ),
 )
+
+#: the datasets this module declares (registered by healthetl.datasets.builtin)
+DATASETS = (DOCTORS, APPOINTMENTS)

@@ -87,3 +87,6 @@ VISITS = Dataset(
         ),
     ),
 )
+
+#: the datasets this module declares (registered by healthetl.datasets.builtin)
+DATASETS = (VISITS,)

@@ -131,4 +131,5 @@ TRIAGE_VISITS = Dataset(
     ),
 )
 
-ALL = (FACILITIES, PATIENTS, MEDICAL_RECORDS, TRIAGE_VISITS)
+#: the datasets this module declares (registered by healthetl.datasets.builtin)
+DATASETS = (FACILITIES, PATIENTS, MEDICAL_RECORDS, TRIAGE_VISITS)

@@ -313,7 +313,8 @@ UNUSED = {
     "synthea_allergies": ("reaction1", "description1", "severity1", "reaction2", "description2", "severity2"),
 }
 
-ALL = tuple(
+#: the datasets this module declares (registered by healthetl.datasets.builtin)
+DATASETS = tuple(
     replace(ds, unused=UNUSED.get(ds.name, ()))
     for ds in (
         ORGANIZATIONS,
