@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -192,8 +192,10 @@ class ValidateResult:
     rejects_output: str | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadResult:
+    """A finished load: what ``load``, ``run`` and ``replay`` return (and ``--report`` writes)."""
+
     run_id: str
     pipeline: str
     dataset: str
@@ -201,24 +203,22 @@ class LoadResult:
     status: LoadStatus
     counts: RunCounts
     summary: ValidationSummary
-    sources: list[str] = field(default_factory=list)
+    sources: tuple[str, ...] = ()
     error: str | None = None
     #: files skipped because the raw layer already holds them (same sha256)
-    skipped_files: list[tuple[str, str]] = field(default_factory=list)
-    checks: list[CheckResult] = field(default_factory=list)
+    skipped_files: tuple[tuple[str, str], ...] = ()
+    checks: tuple[CheckResult, ...] = ()
     #: one entry per table the batch wrote (the etl_audit_log rows)
-    audit: list[dict[str, Any]] = field(default_factory=list)
+    audit: tuple[dict[str, Any], ...] = ()
     #: files read in this run (path, sha256), for inbox bookkeeping and archiving
-    files: list[tuple[str, str]] = field(default_factory=list)
+    files: tuple[tuple[str, str], ...] = ()
     watermark: datetime | None = None
     analytics: dict[str, int] = field(default_factory=dict)
     #: a batch of several datasets: one result per dataset
-    parts: list[LoadResult] = field(default_factory=list)
+    parts: tuple[LoadResult, ...] = ()
     #: nested loads: the snapshots replaced and the duplicate records dropped (file:line)
-    snapshots: list[str] = field(default_factory=list)
-    duplicate_records: list[str] = field(default_factory=list)
-    #: the run's failure records, kept to be written again if its transaction rolls back
-    spool: FailureSpool = field(default_factory=FailureSpool, repr=False, compare=False)
+    snapshots: tuple[str, ...] = ()
+    duplicate_records: tuple[str, ...] = ()
 
     def report(self) -> dict[str, Any]:
         """The run's JSON report (``--report``)."""
@@ -230,8 +230,8 @@ class LoadResult:
             "counts": asdict(self.counts),
             "watermark": self.watermark.isoformat() if self.watermark else None,
             "skipped_files": [{"file": f, "loaded_by_run": r} for f, r in self.skipped_files],
-            "snapshots": self.snapshots,
-            "duplicate_records": self.duplicate_records,
+            "snapshots": list(self.snapshots),
+            "duplicate_records": list(self.duplicate_records),
             "tables": self.analytics,
             "checks": [c.to_dict() for c in self.checks],
             "tables_written": [
@@ -240,6 +240,57 @@ class LoadResult:
             ],
             "rules": self.summary.to_dict()["checks"],
         }
+
+
+@dataclass
+class LoadRun:
+    """A load while it runs: the stages fill it in; :meth:`freeze` hands out the result."""
+
+    run_id: str
+    pipeline: str
+    dataset: str
+    mode: str
+    status: LoadStatus
+    counts: RunCounts
+    summary: ValidationSummary
+    sources: list[str] = field(default_factory=list)
+    error: str | None = None
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[CheckResult] = field(default_factory=list)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    files: list[tuple[str, str]] = field(default_factory=list)
+    watermark: datetime | None = None
+    analytics: dict[str, int] = field(default_factory=dict)
+    parts: list[LoadRun] = field(default_factory=list)
+    snapshots: list[str] = field(default_factory=list)
+    duplicate_records: list[str] = field(default_factory=list)
+    #: the run's failure records, kept to be written again if its transaction rolls back
+    spool: FailureSpool = field(default_factory=FailureSpool, repr=False, compare=False)
+
+    def freeze(self) -> LoadResult:
+        return LoadResult(
+            run_id=self.run_id,
+            pipeline=self.pipeline,
+            dataset=self.dataset,
+            mode=self.mode,
+            status=self.status,
+            counts=replace(self.counts),
+            summary=self.summary,
+            sources=tuple(self.sources),
+            error=self.error,
+            skipped_files=tuple(self.skipped_files),
+            checks=tuple(replace(c) for c in self.checks),
+            audit=tuple(dict(a) for a in self.audit),
+            files=tuple(self.files),
+            watermark=self.watermark,
+            analytics=dict(self.analytics),
+            parts=tuple(p.freeze() for p in self.parts),
+            snapshots=tuple(self.snapshots),
+            duplicate_records=tuple(self.duplicate_records),
+        )
+
+    def report(self) -> dict[str, Any]:
+        return self.freeze().report()
 
 
 #: what a run reports while it works, with its details:

@@ -29,7 +29,7 @@ from healthetl.pipeline.quality import QualityTracker, drift_checks
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
-from healthetl.results import CheckResult, LoadResult, Progress, RunCounts, quiet
+from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCounts, quiet
 from healthetl.sources.base import FileSource, Source
 
 #: one source to read: what it is, its sha256 (or a marker), its frames
@@ -93,7 +93,7 @@ def load_dataset(
     items: list[Source],
     options: PipelineOptions,
     mode: str,
-    result: LoadResult,
+    result: LoadRun,
     *,
     force: bool,
     full_refresh: bool,
@@ -138,7 +138,7 @@ def _open(
     catalog: Catalog,
     items: list[Source],
     options: PipelineOptions,
-    result: LoadResult,
+    result: LoadRun,
     *,
     force: bool,
     inbox: bool,
@@ -176,7 +176,7 @@ def _validator(
 
 
 def table_writer(
-    conn: sa.Connection, dataset: Dataset, catalog: Catalog, mode: str, result: LoadResult
+    conn: sa.Connection, dataset: Dataset, catalog: Catalog, mode: str, result: LoadRun
 ) -> bulk.TableWriter:
     """The writer of one dataset's table for this run (its rejects also go to the run's spool)."""
     return bulk.TableWriter(
@@ -210,7 +210,7 @@ def _stream(
     writer: bulk.TableWriter,
     raw_writer: RawWriter | None,
     tracker: QualityTracker,
-    result: LoadResult,
+    result: LoadRun,
     progress: Progress,
 ) -> None:
     """Every chunk of every source: kept raw, validated, written (clean rows and rejects), counted."""
@@ -248,7 +248,7 @@ def _check_balanced(pipeline: str, counts: RunCounts) -> None:
 def _gate(
     dataset: Dataset,
     options: PipelineOptions,
-    result: LoadResult,
+    result: LoadRun,
     tracker: QualityTracker,
     previous: int | None,
     validator: Validator,
@@ -282,7 +282,7 @@ def _gate_message(name: str, failed: list[CheckResult], counts: RunCounts) -> st
 
 
 def _advance(
-    conn: sa.Connection, result: LoadResult, window: watermarks.Window, tracker: QualityTracker
+    conn: sa.Connection, result: LoadRun, window: watermarks.Window, tracker: QualityTracker
 ) -> datetime | None:
     """The watermark moves to the newest cursor value loaded (never back), in this transaction."""
     new = window.watermark
@@ -293,7 +293,7 @@ def _advance(
     return new
 
 
-def _audit(result: LoadResult, table: str, writer: bulk.TableWriter, raw_writer: RawWriter | None) -> None:
+def _audit(result: LoadRun, table: str, writer: bulk.TableWriter, raw_writer: RawWriter | None) -> None:
     """The audit entries of this dataset: its table, its raw layer, its analytics tables."""
     c, run_id, name = result.counts, result.run_id, result.pipeline
     result.audit.append(
@@ -322,7 +322,7 @@ def _load_nested(
     catalog: Catalog,
     items: list[Source],
     options: PipelineOptions,
-    result: LoadResult,
+    result: LoadRun,
     progress: Progress,
     *,
     force: bool,

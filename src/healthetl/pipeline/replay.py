@@ -31,7 +31,7 @@ from healthetl.pipeline.load import table_writer
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
-from healthetl.results import LoadResult, Progress, quiet
+from healthetl.results import LoadResult, LoadRun, Progress, quiet
 from healthetl.sources import SOURCE_FILE, SOURCE_ROW
 
 
@@ -84,7 +84,7 @@ def _replay_into(
     catalog: Catalog,
     options: PipelineOptions,
     todo: list[Candidate],
-    result: LoadResult,
+    result: LoadRun,
     mode: str,
     progress: Progress,
 ) -> None:

@@ -23,11 +23,11 @@ from healthetl.errors import DatabaseError, DriftError, HealthetlError, QualityG
 from healthetl.ledger import audit, dq, files, runs
 from healthetl.pipeline.quality import drift_checks
 from healthetl.pipeline.validate import write_report
-from healthetl.results import CheckResult, LoadResult, Progress, RunCounts, ValidationSummary
+from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCounts, ValidationSummary
 
 
-def new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> LoadResult:
-    return LoadResult(
+def new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> LoadRun:
+    return LoadRun(
         runs.new_run_id(),
         pipeline,
         dataset,
@@ -39,7 +39,7 @@ def new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> Lo
     )
 
 
-def absorb(batch: LoadResult, part: LoadResult) -> None:
+def absorb(batch: LoadRun, part: LoadRun) -> None:
     for key, value in asdict(part.counts).items():
         setattr(batch.counts, key, getattr(batch.counts, key) + value)
     batch.audit += part.audit
@@ -51,7 +51,7 @@ def absorb(batch: LoadResult, part: LoadResult) -> None:
 
 def execute(
     engine: Engine,
-    result: LoadResult,
+    result: LoadRun,
     body: Callable[[sa.Connection], None],
     *,
     command: str,
@@ -79,7 +79,7 @@ def execute(
 
 def _execute_body(
     engine: Engine,
-    result: LoadResult,
+    result: LoadRun,
     body: Callable[[sa.Connection], None],
     started: datetime,
     progress: Progress,
@@ -124,13 +124,13 @@ def _execute_body(
         raise
     result.status = "succeeded"
     progress("done", {"pipeline": name, "status": "succeeded", "counts": counts})
-    _write_report(report_path, result)
-    return result
+    done = result.freeze()
+    if report_path is not None:
+        write_report(report_path, done.report())
+    return done
 
 
-def _database_error(
-    engine: Engine, result: LoadResult, exc: sa.exc.DBAPIError | psycopg.Error
-) -> DatabaseError:
+def _database_error(engine: Engine, result: LoadRun, exc: sa.exc.DBAPIError | psycopg.Error) -> DatabaseError:
     """The error to raise for a failed statement: its first line, whether the failure could be
     recorded, and what to do about the usual causes."""
     cause = _first_database_error(exc)
@@ -193,7 +193,7 @@ def _release(engine: Engine, raw: list[Any], exc: BaseException) -> None:
             engine.dispose()  # and the pool starts afresh instead of handing the closed one out
 
 
-def _try_record_failure(engine: Engine, result: LoadResult, message: str) -> bool:
+def _try_record_failure(engine: Engine, result: LoadRun, message: str) -> bool:
     """Record the failure if the database can still be reached (it may be what failed: a
     restart, a lost connection); the original error is what the user is told either way."""
     try:
@@ -204,7 +204,7 @@ def _try_record_failure(engine: Engine, result: LoadResult, message: str) -> boo
 
 
 def _record_failure(
-    engine: Engine, result: LoadResult, message: str, checks: list[CheckResult] | None = None
+    engine: Engine, result: LoadRun, message: str, checks: list[CheckResult] | None = None
 ) -> None:
     """After a rollback, in a transaction of its own: the run failed, with its counts (nothing
     loaded, the valid rows rolled back), its quarantine rows (from the spool: a failed run still
@@ -228,6 +228,6 @@ def _record_failure(
         )
 
 
-def _write_report(path: Path | None, result: LoadResult) -> None:
+def _write_report(path: Path | None, result: LoadRun) -> None:
     if path is not None:
         write_report(path, result.report())
