@@ -100,12 +100,7 @@ def load_nested(
             bad.append(_failure(rec, "json", rec.error or "unreadable record"))
             counts.rows_quarantined += 1
             continue
-        if snapshot is None:
-            raise UsageError(
-                f"{rec.source_file}: no snapshot date (no snapshot_date field, no YYYY-MM-DD in "
-                "the file or folder name)",
-                hint="give --snapshot-date YYYY-MM-DD",
-            )
+        snapshot = _snapshot_of(rec, snapshot)
         ident = (snapshot, str(rec.value.get(key)))
         if rec.value.get(key) is not None and ident in seen:
             counts.duplicates_dropped += 1
@@ -125,6 +120,16 @@ def load_nested(
         files = ", ".join(sorted({Path(s).name for s in sources}))
         validator.report_drift([Drift("empty_paths", files, tuple(empty))])
     return counts, summary
+
+
+def _snapshot_of(rec: Record, snapshot: str | None) -> str:
+    if snapshot is None:
+        raise UsageError(
+            f"{rec.source_file}: no snapshot date (no snapshot_date field, no YYYY-MM-DD in "
+            "the file or folder name)",
+            hint="give --snapshot-date YYYY-MM-DD",
+        )
+    return snapshot
 
 
 def _empty_paths(dataset: Dataset, counts: NestedCounts) -> list[str]:

@@ -67,26 +67,8 @@ class Validator:
         std = compiled.standardise(raw)
         self._check_contract(raw, std)
         self._check_drift(raw)
-        skipped = 0
-        if self.window is not None:
-            cursor, start = self.window
-            values = std[cursor]
-            old = (cleaning.is_timestamp(values) & (values < start)).to_numpy()
-            skipped = int(old.sum())
-            if skipped:
-                raw, std = raw.loc[~old], std.loc[~old]
-        try:
-            compiled.schema.validate(std, lazy=True)
-            cases = None
-        except pa_errors.SchemaErrors as exc:
-            cases = exc.failure_cases
-        failures = self._failures(raw, std, cases)
-        if self.dataset.model is not None:
-            passed = ~std.index.isin(failures.loc[failures["severity"] == "error", "_index"])
-            extra = self._model_failures(raw, std.loc[passed])
-            if not extra.empty:
-                failures = pd.concat([failures, extra], ignore_index=True)
-
+        raw, std, skipped = self._behind_window(raw, std)
+        failures = self._all_failures(raw, std)
         error_rows = set(failures.loc[failures["severity"] == "error", "_index"])
         warn_rows = set(failures.loc[failures["severity"] == "warning", "_index"]) - error_rows
         keep = ~std.index.isin(list(error_rows))
@@ -109,6 +91,31 @@ class Validator:
         )
         self.summary.add(result)
         return result
+
+    def _behind_window(self, raw: pd.DataFrame, std: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+        """Rows whose cursor is older than the incremental window are skipped (and counted)."""
+        if self.window is None:
+            return raw, std, 0
+        cursor, start = self.window
+        values = std[cursor]
+        old = (cleaning.is_timestamp(values) & (values < start)).to_numpy()
+        skipped = int(old.sum())
+        return (raw.loc[~old], std.loc[~old], skipped) if skipped else (raw, std, 0)
+
+    def _all_failures(self, raw: pd.DataFrame, std: pd.DataFrame) -> pd.DataFrame:
+        """The dataset's rules, then its own pandera model on the rows the rules let through."""
+        try:
+            self.compiled.schema.validate(std, lazy=True)
+            cases = None
+        except pa_errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+        failures = self._failures(raw, std, cases)
+        if self.dataset.model is not None:
+            passed = ~std.index.isin(failures.loc[failures["severity"] == "error", "_index"])
+            extra = self._model_failures(raw, std.loc[passed])
+            if not extra.empty:
+                failures = pd.concat([failures, extra], ignore_index=True)
+        return failures
 
     def _check_contract(self, raw: pd.DataFrame, std: pd.DataFrame) -> None:
         missing = [c.name for c in self.dataset.columns if c.required and c.name not in std.columns]
