@@ -99,3 +99,9 @@ class DriftError(DataContractError):
             hint='declare the change (then `healthetl db revision`), or set drift = "warn"',
         )
         self.findings = findings
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (driver and parser messages run on)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -93,20 +93,7 @@ def runs(
         _table(found, fmt)
         return
     written = ledger_audit.entries(engine, run_ids=[r["run_id"] for r in found])
-    cols = [
-        "run_id",
-        "pipeline",
-        "table_name",
-        "rows_processed",
-        "inserted",
-        "updated",
-        "unchanged",
-        "quarantined",
-        "started_at",
-        "finished_at",
-        "error",
-    ]
-    render.rows(cols, [[a.get(c) for c in cols] for a in written], fmt)
+    render.rows(AUDIT_COLUMNS, [[a.get(c) for c in AUDIT_COLUMNS] for a in written], fmt)
 
 
 def _change(change: watermarks.StateChange, fmt: str) -> None:
@@ -233,15 +220,20 @@ CHECK_HISTORY = [
     "passed",
     "detail",
 ]
-TABLES_WRITTEN = [
+AUDIT_COLUMNS = [
     "run_id",
+    "pipeline",
     "table_name",
     "rows_processed",
     "inserted",
     "updated",
     "unchanged",
     "quarantined",
+    "started_at",
+    "finished_at",
     "error",
 ]
+#: `report`: what each run did to each table (the run and its times are shown above it)
+TABLES_WRITTEN = [c for c in AUDIT_COLUMNS if c not in ("pipeline", "started_at", "finished_at")]
 FAILED_RULES = ["run_id", "column_name", "rule", "severity", "failures"]
 QUALITY_CHECKS = ["run_id", "check_name", "column_name", "severity", "observed", "threshold", "passed"]

@@ -82,7 +82,7 @@ def standardiser(
     """The function that writes a text frame's values the dataset's way: renamed columns,
     defaults, value maps, canonical numbers, dates, timestamps, phones and vocabularies,
     lookups resolved to ids, then the dataset's own transform."""
-    renames = {normalise_source(k): v for k, v in dataset.renames.items()}
+    renames = {normalise_name(k): v for k, v in dataset.renames.items()}
 
     def standardise(frame: pd.DataFrame) -> pd.DataFrame:
         mapping = {c: renames[c] for c in frame.columns if c in renames and renames[c] not in frame}
@@ -155,8 +155,3 @@ def typed_frame(dataset: Dataset, frame: pd.DataFrame) -> pd.DataFrame:
     for c in extra:
         result[c] = frame[c]
     return result
-
-
-def normalise_source(name: str) -> str:
-    """A source column name as the readers normalise it (renames are declared as received)."""
-    return normalise_name(name)

@@ -9,7 +9,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
-from healthetl.errors import DatabaseError, UsageError
+from healthetl.errors import DatabaseError, UsageError, first_line
 
 #: passwords of the database URLs this process was given: masked in everything it prints
 _SECRETS: set[str] = set()
@@ -114,8 +114,3 @@ def check_connection(engine: Engine) -> None:
             f"cannot connect to {mask_url(engine.url)}: {first_line(exc.orig or exc)}",
             hint="check the URL, that the server is running and that the database exists",
         ) from None
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -27,8 +27,8 @@ from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
 from healthetl.db import drift
-from healthetl.db.engine import first_line, mask_url
-from healthetl.errors import DatabaseError, UsageError
+from healthetl.db.engine import mask_url
+from healthetl.errors import DatabaseError, UsageError, first_line
 
 if TYPE_CHECKING:
     from healthetl.catalog import Catalog

@@ -19,9 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from healthetl.datasets.spec import Param
-from healthetl.db.engine import first_line, is_postgres
+from healthetl.db.engine import is_postgres
 from healthetl.db.sqlguard import check_read_only, sqlite_authorizer
-from healthetl.errors import DatabaseError, UsageError
+from healthetl.errors import DatabaseError, UsageError, first_line
 
 _PARAM_TYPES: dict[str, Any] = {"integer": sa.BigInteger, "text": sa.Text, "date": sa.Date}
 

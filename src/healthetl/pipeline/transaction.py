@@ -18,8 +18,7 @@ from sqlalchemy.engine import Engine
 
 from healthetl import interrupts
 from healthetl.db import bulk
-from healthetl.db.engine import first_line
-from healthetl.errors import DatabaseError, DriftError, HealthetlError, QualityGateError
+from healthetl.errors import DatabaseError, DriftError, HealthetlError, QualityGateError, first_line
 from healthetl.ledger import audit, dq, files, runs
 from healthetl.pipeline.quality import drift_checks
 from healthetl.pipeline.validate import write_report

@@ -10,9 +10,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from healthetl.errors import SourceError
+from healthetl.errors import SourceError, first_line
 from healthetl.sources.frames import STREAM_END, STREAM_MARK, text_frame
-from healthetl.sources.text import first_line
 
 
 def read_parquet(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:

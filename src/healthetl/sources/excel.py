@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import pandas as pd
 
-from healthetl.errors import SourceError, UsageError
+from healthetl.errors import SourceError, UsageError, first_line
 from healthetl.sources.frames import MAX_COLUMNS
-from healthetl.sources.text import first_line
 
 
 def read_excel(path: str, chunk_size: int, sheet: str | None) -> Iterator[pd.DataFrame]:

@@ -57,8 +57,3 @@ def first_bad_line(path: str, encoding: str) -> int | None:
     except (OSError, EOFError):
         return None
     return None
-
-
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
