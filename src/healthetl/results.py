@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -41,6 +41,13 @@ class RunCounts:
         return self.rows_in == (
             self.rows_loaded + self.rows_quarantined + self.duplicates_dropped + self.rows_rolled_back
         )
+
+    def add(self, batch: BatchResult) -> None:
+        """A validated batch's rows: taken in (or skipped behind the watermark), rejected, warned."""
+        self.rows_skipped += batch.rows_skipped
+        self.rows_in += batch.rows_in
+        self.rows_quarantined += batch.rows_quarantined
+        self.rows_warned += batch.rows_warned
 
     def roll_back(self) -> None:
         """After a rollback nothing was loaded: the rows that were not rejected were rolled back."""
@@ -268,26 +275,17 @@ class LoadRun:
     spool: FailureSpool = field(default_factory=FailureSpool, repr=False, compare=False)
 
     def freeze(self) -> LoadResult:
-        return LoadResult(
-            run_id=self.run_id,
-            pipeline=self.pipeline,
-            dataset=self.dataset,
-            mode=self.mode,
-            status=self.status,
-            counts=replace(self.counts),
-            summary=self.summary,
-            sources=tuple(self.sources),
-            error=self.error,
-            skipped_files=tuple(self.skipped_files),
-            checks=tuple(replace(c) for c in self.checks),
-            audit=tuple(dict(a) for a in self.audit),
-            files=tuple(self.files),
-            watermark=self.watermark,
-            analytics=dict(self.analytics),
-            parts=tuple(p.freeze() for p in self.parts),
-            snapshots=tuple(self.snapshots),
-            duplicate_records=tuple(self.duplicate_records),
-        )
+        """The finished load: lists become tuples; counts, checks and audit rows are copies."""
+        values: dict[str, Any] = {}
+        for f in fields(LoadResult):
+            value = getattr(self, f.name)
+            values[f.name] = tuple(value) if isinstance(value, list) else value
+        values["counts"] = replace(self.counts)
+        values["checks"] = tuple(replace(c) for c in self.checks)
+        values["audit"] = tuple(dict(a) for a in self.audit)
+        values["analytics"] = dict(self.analytics)
+        values["parts"] = tuple(p.freeze() for p in self.parts)
+        return LoadResult(**values)
 
     def report(self) -> dict[str, Any]:
         return self.freeze().report()

@@ -20,44 +20,44 @@ from healthetl.sources import SOURCE_FILE, SOURCE_ROW
 from healthetl.sources.base import Source
 
 
-@dataclass(frozen=True)
-class RawRun:
-    """The rows an earlier run extracted, read again from the raw layer (``--from-raw``)."""
+class _NotAFile:
+    """Rows that were not delivered as a file: nothing to check up front, no content to know
+    them by (never skipped as already loaded, never archived, not kept in the raw layer)."""
 
-    run_id: str
     path: None = None
-
-    @property
-    def label(self) -> str:
-        return f"raw:{self.run_id}"
 
     def check(self) -> None:
         return None
 
     def fingerprint(self) -> str:
         return ""
+
+
+@dataclass(frozen=True)
+class RawRun(_NotAFile):
+    """The rows an earlier run extracted, read again from the raw layer (``--from-raw``); they
+    are read by :func:`frames_of`, inside the load's transaction."""
+
+    run_id: str
+
+    @property
+    def label(self) -> str:
+        return f"raw:{self.run_id}"
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
         raise UsageError("raw rows are read inside the load's transaction (see frames_of)")
 
 
 @dataclass(frozen=True)
-class RejectsFile:
+class RejectsFile(_NotAFile):
     """The rejects file an earlier ``validate --rejects`` wrote: its rows are quarantined and
     counted by the load, not loaded."""
 
     rejects: str
-    path: None = None
 
     @property
     def label(self) -> str:
         return f"rejects:{self.rejects}"
-
-    def check(self) -> None:
-        return None
-
-    def fingerprint(self) -> str:
-        return ""
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
         return rejected_frames(self.rejects, options)

@@ -121,7 +121,7 @@ def load_dataset(
     writer.finish()
     result.counts.rows_loaded = writer.loaded
     result.counts.duplicates_dropped = writer.duplicates
-    _check_balanced(result.pipeline, result.counts)
+    check_balanced(result.pipeline, result.counts)
     if dataset.analytics:
         result.analytics = analytics.refresh_analytics(conn, dataset, touched)
     all_skipped = bool(items) and not todo
@@ -225,10 +225,7 @@ def _stream(
                 batch = validator.validate(frame)
                 writer.write(batch.clean, batch.failures)
                 tracker.add(batch)
-                counts.rows_skipped += batch.rows_skipped
-                counts.rows_in += batch.rows_in
-                counts.rows_quarantined += batch.rows_quarantined
-                counts.rows_warned += batch.rows_warned
+                counts.add(batch)
                 progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})
         writer.flush()
     except BaseException:
@@ -236,7 +233,8 @@ def _stream(
         raise
 
 
-def _check_balanced(pipeline: str, counts: RunCounts) -> None:
+def check_balanced(pipeline: str, counts: RunCounts) -> None:
+    """Every row taken in is loaded, quarantined, dropped as an older duplicate or rolled back."""
     if not counts.balanced:
         raise AccountingError(
             f"{pipeline}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + "

@@ -24,10 +24,10 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
-from healthetl.errors import AccountingError, UsageError
+from healthetl.errors import UsageError
 from healthetl.ledger import audit, quarantine
 from healthetl.ledger.quarantine import Candidate, Filter
-from healthetl.pipeline.load import table_writer
+from healthetl.pipeline.load import check_balanced, table_writer
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
@@ -109,9 +109,7 @@ def _replay_into(
             for c in chunk:
                 (failed if (c.source_file, c.source_row) in bad else passed).extend(c.ids)
             counts.rows_read += len(chunk)
-            counts.rows_in += batch.rows_in
-            counts.rows_quarantined += batch.rows_quarantined
-            counts.rows_warned += batch.rows_warned
+            counts.add(batch)
             progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})
         writer.flush()
     except BaseException:
@@ -120,11 +118,7 @@ def _replay_into(
     writer.merge()
     writer.finish()
     counts.rows_loaded, counts.duplicates_dropped = writer.loaded, writer.duplicates
-    if not counts.balanced:
-        raise AccountingError(
-            f"{result.pipeline}: rows_in {counts.rows_in} != loaded {counts.rows_loaded} + quarantined "
-            f"{counts.rows_quarantined} + duplicates dropped {counts.duplicates_dropped}; nothing was loaded"
-        )
+    check_balanced(result.pipeline, counts)
     quarantine.settle(conn, run_id, passed, failed)
     result.audit.append(
         audit.entry(
