@@ -74,3 +74,33 @@ def test_run_validate_and_load_from_python(
     with pytest.raises(QualityGateError):  # nothing loaded
         healthetl.load("appointments", bad, db=url, mode="append")
     assert capsys.readouterr().out == ""
+
+
+def test_the_api_takes_the_commands_options_and_returns_frozen_results(tmp_path: Path) -> None:
+    """validate -> rejects file -> load with it, from Python: the load counts the source's every row,
+    writes its report, and hands back a result nobody can change afterwards."""
+    import dataclasses
+    import json
+
+    import healthetl
+
+    url = f"sqlite:///{tmp_path / 'clinic.db'}"
+    config = REPO / "examples" / "vip-healthtech" / "healthetl.toml"
+    healthetl.run(config, db=url)
+    src = tmp_path / "semi.csv"
+    good = appointments_csv(tmp_path / "good.csv", 1, first=700_001).read_text(encoding="utf-8")
+    bad_row = "700002,2,999,2025-10-20,confirmed\n"  # no such doctor
+    src.write_text((good + bad_row).replace(",", ";"), encoding="utf-8")
+    clean, rejects = tmp_path / "clean.parquet", tmp_path / "rejects.csv"
+    checked = healthetl.validate(
+        "appointments", src, config=config, db=url, output=clean, rejects=rejects, delimiter=";"
+    )
+    assert (checked.summary.rows_valid, checked.summary.rows_quarantined) == (1, 1)
+    report = tmp_path / "load.json"
+    loaded = healthetl.load(
+        "appointments", clean, config=config, db=url, mode="append", rejects=rejects, report=report
+    )
+    assert (loaded.counts.rows_in, loaded.counts.rows_loaded, loaded.counts.rows_quarantined) == (2, 1, 1)
+    assert json.loads(report.read_text(encoding="utf-8"))["run_id"] == loaded.run_id
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        loaded.status = "failed"  # type: ignore[misc]
