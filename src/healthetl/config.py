@@ -48,7 +48,11 @@ _PIPELINE_KEYS = {
     "delimiter",
     "quote",
     "drift",
+    "storage",
 }
+#: a remote source's [pipelines.storage]: where the store is, never a secret (credentials come
+#: from the AWS environment/profile chain)
+STORAGE_KEYS = {"endpoint_url", "region", "profile", "anon"}
 _QUALITY_KEYS = {
     "required_null_rate",
     "invalid_date_rate",
@@ -90,6 +94,12 @@ class PipelineOptions:
     drift: str = "warn"
 
 
+def is_remote(path: str) -> bool:
+    """A URL with a scheme other than ``file``: ``s3://bucket/key``."""
+    scheme, sep, _ = path.partition("://")
+    return bool(sep) and scheme.isalnum() and scheme.lower() != "file"
+
+
 def parse_delimiter(value: object, where: str) -> str:
     """One character; ``tab`` and a written ``\\t`` mean a tab."""
     text = str(value)
@@ -112,10 +122,28 @@ class Pipeline:
     archive: str | None = None
     #: several related datasets in one batch: dataset -> file pattern inside the source folder
     datasets: dict[str, str] = field(default_factory=dict)
+    #: an object-store source's options (see STORAGE_KEYS)
+    storage: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        """The source is a URL (``s3://bucket/prefix``), not a path on this machine."""
+        return is_remote(self.source)
+
+    def remote_archive(self, day: str = "{date}") -> str | None:
+        """A remote inbox's archive as a URL: ``archive`` itself when it is one, otherwise a key
+        prefix in the source's bucket (``archive/{date}`` -> ``s3://bucket/archive/{date}``)."""
+        if not self.archive:
+            return None
+        archive = self.archive.replace("{date}", day)
+        if "://" in archive:
+            return archive.rstrip("/")
+        scheme, _, rest = self.source.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}/{archive.strip('/')}"
 
     def archive_root(self) -> Path | None:
         """The folder every archived file goes under (the archive path up to ``{date}``)."""
-        if not self.archive:
+        if not self.archive or self.remote:
             return None
         head = self.archive.split("{date}", 1)[0].rstrip("/") or "."
         folder = Path(head)
@@ -320,12 +348,27 @@ def _pipeline(raw: dict[str, Any], where: str, base: Path) -> Pipeline:
         base_dir=base,
         archive=str(raw["archive"]) if raw.get("archive") else None,
         datasets={str(k): str(v) for k, v in datasets.items()},
+        storage=_storage(raw, where),
     )
+
+
+def _storage(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    storage = raw.get("storage") or {}
+    if not isinstance(storage, dict) or set(storage) - STORAGE_KEYS:
+        unknown = ", ".join(sorted(set(storage) - STORAGE_KEYS)) if isinstance(storage, dict) else ""
+        raise ConfigError(
+            f"{where}: storage: unknown key(s) {unknown} (known: {', '.join(sorted(STORAGE_KEYS))}); "
+            "credentials come from the AWS environment or profile, never the project file"
+        )
+    return dict(storage)
 
 
 def _check_archive(p: Pipeline, where: str) -> None:
     """An archive stays inside the project, and is neither the inbox itself nor above it
     (files would be excluded from every run, or archived into the inbox again forever)."""
+    if p.remote:
+        _check_remote_archive(p, where)
+        return
     root = p.archive_root()
     if root is None:
         return
@@ -338,6 +381,19 @@ def _check_archive(p: Pipeline, where: str) -> None:
         raise ConfigError(
             f"{where}: pipeline {p.name}: archive {p.archive!r} is the inbox {p.source!r} or holds it; "
             'archive into a folder of its own, e.g. archive = "archive/{date}"'
+        )
+
+
+def _check_remote_archive(p: Pipeline, where: str) -> None:
+    archive = p.remote_archive()
+    if archive is None:
+        return
+    root = archive.split("{date}", 1)[0].rstrip("/")
+    inbox = p.source.split("*", 1)[0].rstrip("/")
+    if root == inbox or inbox.startswith(root + "/"):
+        raise ConfigError(
+            f"{where}: pipeline {p.name}: archive {p.archive!r} is the inbox {p.source!r} or holds it; "
+            'archive under a prefix of its own, e.g. archive = "archive/{date}"'
         )
 
 

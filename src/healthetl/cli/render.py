@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from healthetl.db.engine import scrub
+from healthetl.masking import scrub
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("healthetl")

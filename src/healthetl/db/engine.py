@@ -3,40 +3,14 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from healthetl import masking
 from healthetl.errors import DatabaseError, UsageError, first_line
-
-#: passwords of the database URLs this process was given: masked in everything it prints
-_SECRETS: set[str] = set()
-
-
-def remember_secrets(url: str) -> None:
-    """Note a URL's password (and, for one with an unencoded ``@``, each piece of it: a driver
-    may quote the part it took for a host name) so that :func:`scrub` masks them."""
-    from urllib.parse import unquote
-
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return
-    head, _, query = rest.partition("?")
-    found = [m.group(0).split("=", 1)[1] for m in _SECRET_KEYS.finditer("?" + query)]
-    at = head.rfind("@")
-    if at >= 0 and ":" in head[:at]:
-        password = head[head.index(":") + 1 : at]
-        found += [password, *password.split("@")]
-    _SECRETS.update(p for f in found for p in {f, unquote(f)} if len(p) >= 3)
-
-
-def scrub(text: str) -> str:
-    """``text`` with every remembered password replaced by ``***`` (longest first)."""
-    for secret in sorted(_SECRETS, key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
+from healthetl.masking import remember_secrets
 
 
 def normalise_url(url: str) -> URL:
@@ -57,21 +31,9 @@ def normalise_url(url: str) -> URL:
     return parsed
 
 
-_SECRET_KEYS = re.compile(r"([?&](?:password|passwd|pass|pwd|sslpassword|secret|token)=)[^&#]*", re.I)
-
-
 def mask_url(url: str | URL) -> str:
-    """The URL as it may be shown: a password is always ``***``, wherever the URL put it (the
-    user-info part, even with an unencoded ``@`` inside, or a ``?password=`` parameter)."""
-    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
-    scheme, sep, rest = text.partition("://")
-    if sep:
-        head, qmark, query = rest.partition("?")
-        at = head.rfind("@")  # the last @ ends the user info, whatever the password holds
-        if at >= 0 and ":" in head[:at]:
-            head = head[: head.index(":")] + ":***" + head[at:]
-        text = scheme + sep + head + qmark + query
-    return _SECRET_KEYS.sub(r"\1***", text)
+    """The URL as it may be shown (see :func:`healthetl.masking.mask_url`)."""
+    return masking.mask_url(url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url))
 
 
 def is_postgres(engine: Engine | sa.Connection) -> bool:

@@ -10,12 +10,12 @@ from healthetl import interrupts
 from healthetl.config import PipelineOptions
 from healthetl.results import ExtractResult
 from healthetl.sources import open_writer
-from healthetl.sources.base import FileSource
+from healthetl.sources.base import source_for
 
 
 def frames_from(sources: Iterable[str], options: PipelineOptions) -> Iterator[pd.DataFrame]:
     for source in sources:
-        yield from checked(FileSource(source).frames(options))
+        yield from checked(source_for(source).frames(options))
 
 
 def checked(frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -30,7 +30,7 @@ from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
 from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCounts, quiet
-from healthetl.sources.base import FileSource, Source
+from healthetl.sources.base import RecordSource, Source, source_for
 
 #: one source to read: what it is, its sha256 (or a marker), its frames
 Opened = tuple[Source, str, Iterable[pd.DataFrame]]
@@ -62,7 +62,7 @@ def load(
     written. All of it commits together, or nothing does (the run is then recorded failed).
     """
     mode = mode or dataset.default_mode
-    items: list[Source] = [FileSource(s) if isinstance(s, str) else s for s in sources]
+    items: list[Source] = [source_for(s) if isinstance(s, str) else s for s in sources]
     result = new_result(pipeline or dataset.name, dataset.name, mode, [i.label for i in items])
 
     def body(conn: sa.Connection) -> None:
@@ -328,11 +328,11 @@ def _load_nested(
 ) -> None:
     """A nested JSON dataset: records and their child tables (see :mod:`healthetl.pipeline.nested`)."""
     fresh = unseen(conn, items, None, force, result.skipped_files, result.pipeline if inbox else None)
-    paths = [i.path for i, _ in fresh if i.path is not None]
-    if len(paths) != len(fresh):
+    readable: list[RecordSource] = [i for i, _ in fresh if isinstance(i, RecordSource)]
+    if len(readable) != len(fresh):
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
     nested, summary = load_nested(
-        conn, dataset, catalog, paths, options, result.run_id, progress, result.pipeline, result.spool
+        conn, dataset, catalog, readable, options, result.run_id, progress, result.pipeline, result.spool
     )
     result.files = [(i.path, sha) for i, sha in fresh if i.path is not None]
     c, run_id, name = result.counts, result.run_id, result.pipeline

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,7 +26,9 @@ from healthetl.errors import UsageError
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
 from healthetl.pipeline.validator import Validator
 from healthetl.results import Drift, Progress, ValidationSummary
-from healthetl.sources.json_records import Record, read_records
+from healthetl.sources.base import RecordSource
+from healthetl.sources.json_records import Record
+from healthetl.sources.storage import file_name
 
 BATCH = 5_000
 
@@ -46,11 +47,11 @@ class NestedCounts:
     table_rows: Counter[str] = field(default_factory=Counter)
 
 
-def records(sources: list[str], options: PipelineOptions) -> Iterator[tuple[Record, str | None]]:
+def records(sources: list[RecordSource], options: PipelineOptions) -> Iterator[tuple[Record, str | None]]:
     """Every record with its snapshot date: the record's own field, else a YYYY-MM-DD in its
     file or folder name, else the pipeline's ``snapshot_date``."""
     for source in sources:
-        for rec in read_records(source):
+        for rec in source.records():
             snap = None
             if rec.value is not None and rec.value.get("snapshot_date"):
                 snap = str(rec.value["snapshot_date"])
@@ -62,7 +63,7 @@ def load_nested(
     conn: sa.Connection,
     dataset: Dataset,
     catalog: Catalog,
-    sources: list[str],
+    sources: list[RecordSource],
     options: PipelineOptions,
     run_id: str,
     progress: Progress,
@@ -117,7 +118,7 @@ def load_nested(
     flush()
     empty = _empty_paths(dataset, counts)
     if empty:
-        files = ", ".join(sorted({Path(s).name for s in sources}))
+        files = ", ".join(sorted({file_name(s.label) for s in sources}))
         validator.report_drift([Drift("empty_paths", files, tuple(empty))])
     return counts, summary
 

@@ -19,7 +19,7 @@ from healthetl.pipeline.inputs import RawRun
 from healthetl.pipeline.load import load
 from healthetl.pipeline.validate import write_report
 from healthetl.results import LoadResult, Progress, quiet
-from healthetl.sources import discover
+from healthetl.sources import discover, storage
 from healthetl.sources.base import Source
 
 
@@ -149,8 +149,8 @@ def _migrate(engine: Engine, catalog: Catalog, result: RunResult, progress: Prog
 
 def _inbox_has_files(p: Pipeline) -> bool:
     if p.datasets:
-        return any(discover.dataset_files(p).values())
-    return bool(discover.pipeline_files(p))
+        return any(discover.dataset_sources(p).values())
+    return bool(discover.pipeline_sources(p))
 
 
 def _batch(
@@ -191,10 +191,13 @@ def archive(pipeline: Pipeline, loaded: LoadResult) -> list[str]:
     import shutil
     from datetime import UTC, datetime
 
-    target = pipeline.archive_dir(datetime.now(UTC).strftime("%Y-%m-%d"))
+    day = datetime.now(UTC).strftime("%Y-%m-%d")
+    paths = [p for p, _ in loaded.files] + [p for p, _ in loaded.skipped_files]
+    if pipeline.remote:
+        return _archive_objects(pipeline, paths, day)
+    target = pipeline.archive_dir(day)
     assert target is not None
     moved = []
-    paths = [p for p, _ in loaded.files] + [p for p, _ in loaded.skipped_files]
     for path in paths:
         source = Path(path)
         if not source.exists():
@@ -211,4 +214,28 @@ def archive(pipeline: Pipeline, loaded: LoadResult) -> list[str]:
         else:
             shutil.move(str(source), dest)
         moved.append(str(dest))
+    return moved
+
+
+def _archive_objects(pipeline: Pipeline, urls: list[str], day: str) -> list[str]:
+    """A bucket inbox: each loaded object copied under the archive prefix, then deleted (a store
+    has no move); an object already gone is left out, an archived one is never overwritten."""
+    target = pipeline.remote_archive(day)
+    assert target is not None
+    fs = storage.filesystem(pipeline.source, pipeline.storage)
+    moved = []
+    for url in urls:
+        if not fs.exists(url):
+            continue
+        name = storage.file_name(url)
+        stem, dot, suffix = name.partition(".")
+        dest, n = f"{target}/{name}", 1
+        while fs.exists(dest):
+            dest, n = f"{target}/{stem}.{n}{dot}{suffix}", n + 1
+        try:
+            fs.copy(url, dest)
+            fs.rm(url)
+        except (OSError, ValueError) as exc:
+            raise storage.remote_error(url, exc) from None
+        moved.append(dest)
     return moved

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -12,11 +12,15 @@ import pyarrow.parquet as pq
 
 from healthetl.errors import SourceError, first_line
 from healthetl.sources.frames import STREAM_END, STREAM_MARK, text_frame
+from healthetl.sources.storage import open_binary
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
-def read_parquet(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+def read_parquet(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) -> Iterator[pd.DataFrame]:
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(path if fs is None else open_binary(path, fs))
         yielded = False
         for batch in pf.iter_batches(batch_size=chunk_size):
             yield text_frame(pa.Table.from_batches([batch]))

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
 
-from healthetl.config import PipelineOptions
+from healthetl.config import PipelineOptions, is_remote
 from healthetl.errors import SourceError
+from healthetl.sources.json_records import Record, read_records
 from healthetl.sources.readers import read_frames
+from healthetl.sources.storage import filesystem, size_of
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 #: the fingerprint of a stream: it cannot be known before it is read
 STREAM = "stdin"
@@ -28,8 +33,8 @@ class Source(Protocol):
 
     @property
     def path(self) -> str | None:
-        """The local file it reads (``-``: standard input), which the raw layer records and an
-        inbox archives; None when it is not a file."""
+        """The file it reads (a local path, an object's URL, ``-``: standard input), which the
+        raw layer records and an inbox archives; None when it is not a file."""
         ...
 
     def check(self) -> None:
@@ -44,6 +49,16 @@ class Source(Protocol):
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
         """Its rows as text frames with lineage (see :mod:`healthetl.sources`)."""
         ...
+
+
+@runtime_checkable
+class RecordSource(Protocol):
+    """A source nested datasets can read: JSON records, one at a time (a file or an object)."""
+
+    @property
+    def label(self) -> str: ...
+
+    def records(self) -> Iterator[Record]: ...
 
 
 @dataclass(frozen=True)
@@ -67,14 +82,75 @@ class FileSource:
         return file_sha256(self.path)
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
-        return read_frames(
-            self.path,
-            chunk_size=options.chunk_size,
-            sheet=options.sheet,
-            encoding=options.encoding,
-            delimiter=options.delimiter,
-            quote=options.quote,
-        )
+        return _frames(self.path, options)
+
+    def records(self) -> Iterator[Record]:
+        return read_records(self.path)
+
+
+@dataclass(frozen=True)
+class ObjectSource:
+    """An object in a store (``s3://bucket/key``), streamed through its fsspec filesystem.
+
+    Its identity is the store's ETag (the MD5 of the content for a single-part upload), taken
+    from the listing, so an object already loaded is skipped without reading it again; it is
+    hashed to the ledger's sha256 width, ``etag`` marked so it never collides with a file's."""
+
+    url: str
+    fs: AbstractFileSystem = field(compare=False, repr=False)
+    etag: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+    @property
+    def path(self) -> str:
+        return self.url
+
+    def check(self) -> None:
+        size_of(self.url, self.fs)
+
+    def fingerprint(self) -> str:
+        if not self.etag:
+            info: dict[str, Any] = self.fs.info(self.url)
+            return object_fingerprint(str(info.get("ETag") or info.get("etag") or ""), self.url)
+        return object_fingerprint(self.etag, self.url)
+
+    def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+        return _frames(self.url, options, self.fs)
+
+    def records(self) -> Iterator[Record]:
+        return read_records(self.url, self.fs)
+
+
+def _frames(
+    path: str, options: PipelineOptions, fs: AbstractFileSystem | None = None
+) -> Iterator[pd.DataFrame]:
+    return read_frames(
+        path,
+        chunk_size=options.chunk_size,
+        sheet=options.sheet,
+        encoding=options.encoding,
+        delimiter=options.delimiter,
+        quote=options.quote,
+        fs=fs,
+    )
+
+
+def source_for(path: str, storage_options: dict[str, Any] | None = None) -> Source:
+    """A path given on the command line as a source: a local file, ``-``, or an object's URL
+    (the store found as the AWS environment says: ``AWS_ENDPOINT_URL``, ``AWS_PROFILE``...)."""
+    if is_remote(path):
+        return ObjectSource(path, filesystem(path, storage_options or {}))
+    return FileSource(path)
+
+
+def object_fingerprint(etag: str, url: str) -> str:
+    """sha256 of ``etag:<ETag>``; a store that gives no ETag: of the URL (never skipped twice
+    by content, only by name)."""
+    tag = etag.strip('"')
+    return hashlib.sha256((f"etag:{tag}" if tag else f"url:{url}").encode()).hexdigest()
 
 
 def file_sha256(path: str) -> str:

@@ -7,7 +7,7 @@ import codecs
 import csv
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import pyarrow as pa
@@ -15,7 +15,11 @@ import pyarrow.csv as pacsv
 
 from healthetl.errors import SourceError
 from healthetl.sources.frames import MAX_COLUMNS, normalise_name, text_frame, unique_names
+from healthetl.sources.storage import open_decompressed
 from healthetl.sources.text import encoding_message, first_bad_line, open_text
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
 def default_delimiter(path: str) -> str:
@@ -29,8 +33,10 @@ _NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 MAX_HEADER_BYTES = 1 << 20
 
 
-def _csv_header(path: str, encoding: str, delimiter: str, quote: str) -> list[str]:
-    with open_text(path, encoding) as fh:
+def _csv_header(
+    path: str, encoding: str, delimiter: str, quote: str, fs: AbstractFileSystem | None
+) -> list[str]:
+    with open_text(path, encoding, fs) as fh:
         try:
             head = fh.read(MAX_HEADER_BYTES)
             if len(head) == MAX_HEADER_BYTES and "\n" not in head:
@@ -41,8 +47,8 @@ def _csv_header(path: str, encoding: str, delimiter: str, quote: str) -> list[st
             reader = csv.reader(io.StringIO(head, newline=""), delimiter=delimiter, quotechar=quote)
             header: list[str] | None = next(reader, None)
         except UnicodeDecodeError:
-            bad = first_bad_line(path, encoding)
-            raise SourceError(encoding_message(path, encoding, bad)) from None
+            bad = first_bad_line(path, encoding, fs)
+            raise SourceError(encoding_message(path, encoding, bad, fs)) from None
         except EOFError as exc:
             raise SourceError(f"{path}: compressed file is truncated ({exc})") from None
         except OSError as exc:
@@ -71,13 +77,20 @@ def _csv_header(path: str, encoding: str, delimiter: str, quote: str) -> list[st
 CSV_BLOCK_BYTES = 4 << 20
 
 
-def read_csv(path: str, chunk_size: int, encoding: str, delimiter: str, quote: str) -> Iterator[pd.DataFrame]:
+def read_csv(
+    path: str,
+    chunk_size: int,
+    encoding: str,
+    delimiter: str,
+    quote: str,
+    fs: AbstractFileSystem | None = None,
+) -> Iterator[pd.DataFrame]:
     """Stream a CSV in record-aligned blocks of a few MB, each parsed by Arrow.
 
     Arrow's own streaming reader reads a local file ahead without bound, so memory would grow
     with the file; cutting the bytes ourselves at record boundaries keeps it flat.
     """
-    header = _csv_header(path, encoding, delimiter, quote)
+    header = _csv_header(path, encoding, delimiter, quote, fs)
     names = unique_names([normalise_name(h.strip()) for h in header])
     wide = _wide_encoding(encoding)  # UTF-16/32 is recoded to UTF-8 before blocks are cut
     arrow_encoding = "utf8" if wide or codecs.lookup(encoding).name == "utf-8" else encoding
@@ -93,7 +106,7 @@ def read_csv(path: str, chunk_size: int, encoding: str, delimiter: str, quote: s
     pending_rows = 0
     yielded = False
     line = 2  # the first data record is on line 2 of the file
-    for block in _record_blocks(path, quote.encode(), delimiter.encode(), encoding if wide else None):
+    for block in _record_blocks(path, quote.encode(), delimiter.encode(), encoding if wide else None, fs):
         # the whole block in one Arrow block: a field longer than the usual block size (a
         # 10 MB value) is still one field, never "straddling" two blocks
         read_opts = pacsv.ReadOptions(
@@ -105,7 +118,7 @@ def read_csv(path: str, chunk_size: int, encoding: str, delimiter: str, quote: s
             )
         except pa.ArrowInvalid as exc:
             bad = _locate_bad_record(block, encoding, delimiter, quote, len(names), line)
-            raise SourceError(_csv_error(path, encoding, exc, first_line=bad)) from None
+            raise SourceError(_csv_error(path, encoding, exc, first_line=bad, fs=fs)) from None
         nul = block.find(b"\x00")
         if nul >= 0:
             at = line + block.count(b"\n", 0, nul)
@@ -148,15 +161,16 @@ class _Utf8Recoder:
 
 
 def _record_blocks(
-    path: str, quote: bytes = b'"', delimiter: bytes = b",", recode: str | None = None
+    path: str,
+    quote: bytes = b'"',
+    delimiter: bytes = b",",
+    recode: str | None = None,
+    fs: AbstractFileSystem | None = None,
 ) -> Iterator[bytes]:
     """The bytes after the header line, cut only where a record ends (see ``_RecordCutter``)."""
-    import gzip
-
-    opener: Any = gzip.open if path.lower().endswith(".gz") else open
     cutter = _RecordCutter(quote, delimiter)
     try:
-        raw = opener(path, "rb")
+        raw = open_decompressed(path, fs)
         with _Utf8Recoder(raw, recode) if recode else raw as fh:
             header_done = False
             while True:
@@ -175,7 +189,7 @@ def _record_blocks(
                 if records:
                     yield records
     except UnicodeDecodeError:
-        raise SourceError(encoding_message(path, recode or "utf-8", None)) from None
+        raise SourceError(encoding_message(path, recode or "utf-8", None, fs)) from None
     except (OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot read, the file looks truncated or corrupt ({exc})") from None
 
@@ -317,10 +331,12 @@ def _locate_bad_record(
     return first_line
 
 
-def _csv_error(path: str, encoding: str, exc: Exception, first_line: int = 2) -> str:
+def _csv_error(
+    path: str, encoding: str, exc: Exception, first_line: int = 2, fs: AbstractFileSystem | None = None
+) -> str:
     text = str(exc)
     if "UTF8" in text or "utf8" in text.lower() or "decode" in text.lower():
-        return encoding_message(path, encoding, first_bad_line(path, encoding))
+        return encoding_message(path, encoding, first_bad_line(path, encoding, fs), fs)
     first = text.splitlines()[0] if text else type(exc).__name__
     # "CSV parse error: Expected 2 columns, got 3: <the row>": never echo the row's values
     first = ":".join(first.split(":")[:2]).strip()

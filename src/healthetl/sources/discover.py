@@ -1,15 +1,17 @@
 """A pipeline's ``source`` turned into the sources to read: a path, a folder (every data file
-below it, except the inbox's archive) or a glob, relative to the project file. Remote sources
-(``s3://``, ``https://``) plug in here."""
+below it, except the inbox's archive) or a glob, relative to the project file; or objects in a store (``s3://bucket/prefix``,
+globs too), listed through fsspec."""
 
 from __future__ import annotations
 
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 from healthetl.config import Pipeline
-from healthetl.errors import SourceError
-from healthetl.sources.base import FileSource
+from healthetl.errors import SourceError, first_line
+from healthetl.sources import storage
+from healthetl.sources.base import FileSource, ObjectSource, Source
 from healthetl.sources.formats import is_delivered
 
 
@@ -36,32 +38,71 @@ def files(pattern: str, base: Path, *, skip: Path | None = None) -> list[Path]:
 
 
 def pipeline_files(pipeline: Pipeline) -> list[Path]:
-    """The files a pipeline reads (its archive left out)."""
+    """The local files a pipeline reads (its archive left out)."""
     return files(pipeline.source, pipeline.base_dir, skip=pipeline.archive_root())
 
 
-def dataset_files(pipeline: Pipeline) -> dict[str, list[Path]]:
-    """For a multi-dataset pipeline: the files of each dataset (fnmatch on the file name)."""
-    found = pipeline_files(pipeline)
-    return {ds: [f for f in found if fnmatch(f.name, pat)] for ds, pat in pipeline.datasets.items()}
+def pipeline_sources(pipeline: Pipeline) -> list[Source]:
+    """What a pipeline reads: its local files, or the objects its ``s3://`` source names."""
+    if pipeline.remote:
+        return list(objects(pipeline))
+    return [FileSource(str(f)) for f in pipeline_files(pipeline)]
 
 
-def discover(pipeline: Pipeline) -> list[FileSource]:
+def objects(pipeline: Pipeline) -> list[ObjectSource]:
+    """The objects a remote source names: one object, every data file under a prefix (the
+    inbox's archive left out), or a glob (``*``, ``**``); listed once, with their ETags."""
+    url = pipeline.source
+    fs = storage.filesystem(url, pipeline.storage)
+    protocol = storage.protocol_of(url)
+    archive = pipeline.remote_archive()
+    skip = archive.split("{date}", 1)[0].rstrip("/").partition("://")[2] + "/" if archive else None
+    try:
+        if any(ch in url for ch in "*?["):
+            found: dict[str, dict[str, Any]] = fs.glob(url, detail=True)
+        else:
+            try:
+                info = fs.info(url)
+            except FileNotFoundError as exc:
+                if "bucket" in first_line(exc).lower():
+                    raise
+                return []  # nothing under that key or prefix (yet)
+            found = fs.find(url, detail=True) if info.get("type") == "directory" else {info["name"]: info}
+            if info.get("type") == "directory":
+                found = {k: v for k, v in found.items() if is_delivered(storage.file_name(k))}
+    except (OSError, ValueError) as exc:
+        raise storage.remote_error(url, exc) from None
+    return [
+        ObjectSource(f"{protocol}://{name}", fs, str(info.get("ETag") or info.get("etag") or ""))
+        for name, info in sorted(found.items())
+        if info.get("type") == "file" and not (skip is not None and name.startswith(skip))
+    ]
+
+
+def dataset_sources(pipeline: Pipeline) -> dict[str, list[Source]]:
+    """For a multi-dataset pipeline: the sources of each dataset (fnmatch on the file name)."""
+    found = pipeline_sources(pipeline)
+    return {
+        ds: [f for f in found if fnmatch(storage.file_name(f.label), pat)]
+        for ds, pat in pipeline.datasets.items()
+    }
+
+
+def discover(pipeline: Pipeline) -> list[Source]:
     """The sources of a single-dataset pipeline; none is an error (an inbox checks first)."""
-    found = pipeline_files(pipeline)
+    found = pipeline_sources(pipeline)
     if not found:
-        raise SourceError(
-            f"pipeline {pipeline.name}: no file matches {pipeline.source!r} in {pipeline.base_dir}"
-        )
-    return [FileSource(str(f)) for f in found]
+        where = "" if pipeline.remote else f" in {pipeline.base_dir}"
+        raise SourceError(f"pipeline {pipeline.name}: no file matches {pipeline.source!r}{where}")
+    return found
 
 
-def discover_datasets(pipeline: Pipeline) -> dict[str, list[FileSource]]:
+def discover_datasets(pipeline: Pipeline) -> dict[str, list[Source]]:
     """The sources of each dataset of a multi-dataset pipeline; no file at all is an error."""
-    found = dataset_files(pipeline)
+    found = dataset_sources(pipeline)
     if not any(found.values()):
         raise SourceError(
             f"pipeline {pipeline.name}: no file in {pipeline.source!r} matches "
             + ", ".join(f"{ds}={pat!r}" for ds, pat in pipeline.datasets.items())
         )
-    return {ds: [FileSource(str(f)) for f in paths] for ds, paths in found.items()}
+    return found

@@ -4,22 +4,31 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from healthetl.errors import SourceError, UsageError, first_line
 from healthetl.sources.frames import MAX_COLUMNS
+from healthetl.sources.storage import open_binary
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
-def read_excel(path: str, chunk_size: int, sheet: str | None) -> Iterator[pd.DataFrame]:
+def read_excel(
+    path: str, chunk_size: int, sheet: str | None, fs: AbstractFileSystem | None = None
+) -> Iterator[pd.DataFrame]:
+    """A workbook's sheet; one in a store is opened as a seekable object (the zip directory
+    sits at its end, so a workbook is read by ranges, not streamed front to back)."""
     if path.lower().endswith(".gz"):
         raise UsageError(f"{path}: compressed Excel files are not supported; unzip it first")
     if path.lower().endswith((".xlsx", ".xlsm")):
-        _check_workbook(path)
+        _check_workbook(path, fs)
     try:
         from python_calamine import CalamineWorkbook
 
-        workbook = CalamineWorkbook.from_path(path)
+        workbook = CalamineWorkbook.from_path(path) if fs is None else _from_store(path, fs)
         names = workbook.sheet_names
     except Exception as exc:  # calamine raises its own error kinds for every broken file
         raise SourceError(
@@ -28,7 +37,8 @@ def read_excel(path: str, chunk_size: int, sheet: str | None) -> Iterator[pd.Dat
     if sheet is not None and sheet not in names:
         raise UsageError(f"{path}: no sheet {sheet!r} (sheets: {', '.join(names)})")
     try:
-        frame = pd.read_excel(path, sheet_name=sheet or 0, dtype=str, engine="calamine")
+        source: Any = path if fs is None else open_binary(path, fs)
+        frame = pd.read_excel(source, sheet_name=sheet or 0, dtype=str, engine="calamine")
     except Exception as exc:
         raise SourceError(f"{path}: cannot read sheet: {first_line(exc)}") from None
     if frame.columns.empty:
@@ -52,7 +62,7 @@ def _column_number(letters: bytes) -> int:
     return n
 
 
-def _check_workbook(path: str) -> None:
+def _check_workbook(path: str, fs: AbstractFileSystem | None = None) -> None:
     """Before the Excel reader opens it (a native library: some hostile workbooks crash it, or
     make it inflate gigabytes): refuse a workbook that inflates past the limit or declares a
     sheet wider than a table can be."""
@@ -61,7 +71,7 @@ def _check_workbook(path: str) -> None:
 
     limit = int(float(os.environ.get("HEALTHETL_MAX_WORKBOOK_MB", "1024")) * (1 << 20))
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(path if fs is None else open_binary(path, fs)) as z:
             inflated = sum(i.file_size for i in z.infolist())
             if inflated > limit:
                 raise SourceError(
@@ -86,3 +96,10 @@ def _check_workbook(path: str) -> None:
                     )
     except zipfile.BadZipFile:
         return  # not a zip at all: the Excel reader says what it is
+
+
+def _from_store(path: str, fs: AbstractFileSystem) -> Any:
+    from python_calamine import CalamineWorkbook
+
+    with open_binary(path, fs) as fh:
+        return CalamineWorkbook.from_filelike(fh)

@@ -5,17 +5,22 @@ datasets read them as text frames (nested values kept as JSON text)."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, TextIO
+from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
 
 import pandas as pd
 
 from healthetl.errors import SourceError
-from healthetl.sources.formats import gzipped, holds_records
+from healthetl.sources.formats import holds_records
+from healthetl.sources.storage import file_name, open_decompressed, size_of
 from healthetl.sources.text import encoding_message, first_bad_line
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 #: what the NDJSON reader does with a line that is not a JSON object
 BadLines = Literal["keep", "fail"]
@@ -32,40 +37,42 @@ class Record:
     path: str = ""
 
 
-def json_files(path: str) -> list[Path]:
+def json_files(path: str, fs: AbstractFileSystem | None = None) -> list[str]:
+    """The record files ``path`` names: itself, or (a local folder) the JSON files below it."""
+    if fs is not None:
+        size_of(path, fs)  # raises when the object is gone or refused
+        return [path]
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and holds_records(f.name))
+        files = sorted(str(f) for f in p.rglob("*") if f.is_file() and holds_records(f.name))
         if not files:
             raise SourceError(f"{path}: no .json/.ndjson files in this folder")
         return files
     if not p.exists():
         raise SourceError(f"{path}: file not found")
-    return [p]
+    return [path]
 
 
-def read_records(path: str) -> Iterator[Record]:
-    for file in json_files(path):
-        yield from _read_file(file)
+def read_records(path: str, fs: AbstractFileSystem | None = None) -> Iterator[Record]:
+    for file in json_files(path, fs):
+        yield from _read_file(file, fs)
 
 
-def _open(file: Path) -> TextIO:
-    if file.name.lower().endswith(".gz"):
-        return gzip.open(file, "rt", encoding="utf-8")
-    return open(file, encoding="utf-8")  # noqa: SIM115
+def _open(file: str, fs: AbstractFileSystem | None) -> TextIO:
+    return io.TextIOWrapper(open_decompressed(file, fs), encoding="utf-8")
 
 
-def _read_file(file: Path) -> Iterator[Record]:
-    if file.stat().st_size == 0:
+def _read_file(file: str, fs: AbstractFileSystem | None) -> Iterator[Record]:
+    if (size_of(file, fs) if fs is not None else Path(file).stat().st_size) == 0:
         raise SourceError(f"{file}: file is empty (0 bytes)")
     try:
-        with _open(file) as fh:
+        with _open(file, fs) as fh:
             first = _first_char(fh)
         if first == "[":
-            with _open_bytes(file) as raw:
+            with open_decompressed(file, fs) as raw:
                 yield from _array(raw, file)
             return
-        with _open(file) as fh:
+        with _open(file, fs) as fh:
             if first == "{" and not _is_ndjson(file):
                 yield from _single(fh, file)
             else:
@@ -81,12 +88,6 @@ def _read_file(file: Path) -> Iterator[Record]:
         raise SourceError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def _open_bytes(file: Path) -> BinaryIO:
-    if file.name.lower().endswith(".gz"):
-        return gzip.open(file, "rb")  # type: ignore[return-value]
-    return open(file, "rb")  # noqa: SIM115
-
-
 def _first_char(fh: TextIO) -> str:
     while True:
         ch = fh.read(1)
@@ -94,8 +95,8 @@ def _first_char(fh: TextIO) -> str:
             return ch
 
 
-def _is_ndjson(file: Path) -> bool:
-    return any(file.name.lower().endswith(s) for s in (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz"))
+def _is_ndjson(file: str) -> bool:
+    return any(file.lower().endswith(s) for s in (".ndjson", ".jsonl", ".ndjson.gz", ".jsonl.gz"))
 
 
 def problem(line: str, value: Any) -> str | None:
@@ -132,7 +133,7 @@ def loads(line: str) -> tuple[Any, str | None]:
     return value, problem(line, value)
 
 
-def ndjson_lines(fh: TextIO, file: Path, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
+def ndjson_lines(fh: TextIO, file: str, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
     """The NDJSON reader: one record per non-blank line. A line that is not a JSON object is a
     record carrying why (``keep``: nested loads quarantine it) or stops the file (``fail``: flat
     files, read as a table, have no place for it)."""
@@ -145,21 +146,21 @@ def ndjson_lines(fh: TextIO, file: Path, *, bad_lines: BadLines = "keep") -> Ite
         if why is not None:
             if bad_lines == "fail":
                 raise SourceError(f"{file}, line {lineno}: {why}")
-            yield Record(file.name, lineno, None, why, str(file))
+            yield Record(file_name(file), lineno, None, why, file)
             continue
-        yield Record(file.name, lineno, value, path=str(file))
+        yield Record(file_name(file), lineno, value, path=file)
 
 
-def _single(fh: TextIO, file: Path) -> Iterator[Record]:
+def _single(fh: TextIO, file: str) -> Iterator[Record]:
     text = fh.read()
     value, why = loads(text)
     if why is not None:
-        yield Record(file.name, 1, None, why, str(file))
+        yield Record(file_name(file), 1, None, why, file)
         return
-    yield Record(file.name, 1, value, path=str(file))
+    yield Record(file_name(file), 1, value, path=file)
 
 
-def _array(fh: BinaryIO, file: Path) -> Iterator[Record]:
+def _array(fh: IO[bytes], file: str) -> Iterator[Record]:
     """Objects of a top-level JSON array, parsed incrementally by ijson (yajl): one object in
     memory at a time, linear in the file's size however large one object is."""
     import ijson
@@ -169,44 +170,39 @@ def _array(fh: BinaryIO, file: Path) -> Iterator[Record]:
         for value in ijson.items(fh, "item", use_float=True):
             index += 1
             if isinstance(value, dict):
-                yield Record(file.name, index, value, path=str(file))
+                yield Record(file_name(file), index, value, path=file)
             else:
                 yield Record(
-                    file.name, index, None, f"expected a JSON object, got {type(value).__name__}", str(file)
+                    file_name(file), index, None, f"expected a JSON object, got {type(value).__name__}", file
                 )
     except ijson.IncompleteJSONError as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete"
         if "premature EOF" in text or "Incomplete" in text or "incomplete" in text:
             raise SourceError(f"{file}: the JSON array is not closed (truncated file?)") from None
         # the parser cannot find the next record after a syntax error: the rest is one failure
-        yield Record(file.name, index + 1, None, f"invalid JSON ({text})", str(file))
+        yield Record(file_name(file), index + 1, None, f"invalid JSON ({text})", file)
 
 
-def read_ndjson(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+def read_ndjson(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) -> Iterator[pd.DataFrame]:
     """Flat NDJSON: one object per line; nested values are kept as JSON text; a bad line fails."""
-    opener: Any = gzip.open if gzipped(path) else open
     try:
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with _open(path, fs) as fh:
             yield from _frames(
-                (
-                    rec.value
-                    for rec in ndjson_lines(fh, Path(path), bad_lines="fail")
-                    if rec.value is not None
-                ),
+                (rec.value for rec in ndjson_lines(fh, path, bad_lines="fail") if rec.value is not None),
                 chunk_size,
             )
     except UnicodeDecodeError:
-        raise SourceError(encoding_message(path, "utf-8", first_bad_line(path, "utf-8"))) from None
+        raise SourceError(encoding_message(path, "utf-8", first_bad_line(path, "utf-8", fs), fs)) from None
     except (OSError, EOFError) as exc:
         raise SourceError(f"{path}: cannot read, the file looks truncated ({exc})") from None
 
 
-def read_json(path: str, chunk_size: int) -> Iterator[pd.DataFrame]:
+def read_json(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) -> Iterator[pd.DataFrame]:
     """A .json file of records: an array of objects (streamed), or one object (one record);
     nested values are kept as JSON text, as for NDJSON."""
 
     def values() -> Iterator[dict[str, Any]]:
-        for rec in read_records(path):
+        for rec in read_records(path, fs):
             if rec.value is None:
                 raise SourceError(f"{path}, record {rec.source_row}: {rec.error}")
             yield rec.value

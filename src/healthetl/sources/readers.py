@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pyarrow as pa
@@ -24,6 +25,10 @@ from healthetl.sources.frames import (
     unique_names,
 )
 from healthetl.sources.json_records import read_json, read_ndjson
+from healthetl.sources.storage import file_name, size_of
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 __all__ = [
     "LINEAGE",
@@ -60,12 +65,17 @@ def read_frames(
     encoding: str = "utf-8",
     delimiter: str | None = None,
     quote: str = '"',
+    fs: AbstractFileSystem | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Yield text frames of at most ``chunk_size`` rows; always at least one (maybe empty).
 
-    CSV: ``delimiter`` defaults to a tab for ``.tsv`` files and a comma otherwise."""
+    CSV: ``delimiter`` defaults to a tab for ``.tsv`` files and a comma otherwise. With ``fs``,
+    ``path`` is an object's URL in that filesystem (see :mod:`healthetl.sources.storage`)."""
     kind = kind_of(path)
-    if path != "-":
+    if fs is not None:
+        if size_of(path, fs) == 0:
+            raise SourceError(f"{path}: file is empty (0 bytes)")
+    elif path != "-":
         p = Path(path)
         if not p.exists():
             raise SourceError(f"{path}: file not found")
@@ -74,15 +84,15 @@ def read_frames(
         if p.stat().st_size == 0:
             raise SourceError(f"{path}: file is empty (0 bytes)")
     readers = {
-        "csv": lambda: read_csv(path, chunk_size, encoding, delimiter or default_delimiter(path), quote),
-        "excel": lambda: read_excel(path, chunk_size, sheet),
-        "parquet": lambda: read_parquet(path, chunk_size),
-        "ndjson": lambda: read_ndjson(path, chunk_size),
-        "json": lambda: read_json(path, chunk_size),
+        "csv": lambda: read_csv(path, chunk_size, encoding, delimiter or default_delimiter(path), quote, fs),
+        "excel": lambda: read_excel(path, chunk_size, sheet, fs),
+        "parquet": lambda: read_parquet(path, chunk_size, fs),
+        "ndjson": lambda: read_ndjson(path, chunk_size, fs),
+        "json": lambda: read_json(path, chunk_size, fs),
         "arrow": lambda: read_arrow(path),
     }
     row = 0
-    name = "<stdin>" if path == "-" else Path(path).name
+    name = "<stdin>" if path == "-" else file_name(path)
     for frame in readers[kind]():
         if SOURCE_ROW not in frame.columns:
             frame.columns = unique_names([normalise_name(c) for c in frame.columns])

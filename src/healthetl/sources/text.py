@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import codecs
 import io
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING
+
+from healthetl.sources.storage import open_decompressed
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 
-def open_text(path: str, encoding: str) -> IO[str]:
-    if path.lower().endswith(".gz"):
-        import gzip
-
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding=encoding, newline="")
-    return open(path, encoding=encoding, newline="")
+def open_text(path: str, encoding: str, fs: AbstractFileSystem | None = None) -> IO[str]:
+    return io.TextIOWrapper(open_decompressed(path, fs), encoding=encoding, newline="")
 
 
-def encoding_message(path: str, encoding: str, line: int | None) -> str:
+def encoding_message(path: str, encoding: str, line: int | None, fs: AbstractFileSystem | None = None) -> str:
     where = f", line {line}" if line else ""
-    guess = bom_encoding(path)
+    guess = bom_encoding(path, fs)
     suggestion = (
         f'encoding = "{guess}": the file starts with its byte-order mark'
         if guess
@@ -28,12 +29,9 @@ def encoding_message(path: str, encoding: str, line: int | None) -> str:
     )
 
 
-def bom_encoding(path: str) -> str | None:
-    import gzip
-
-    opener: Any = gzip.open if path.lower().endswith(".gz") else open
+def bom_encoding(path: str, fs: AbstractFileSystem | None = None) -> str | None:
     try:
-        with opener(path, "rb") as fh:
+        with open_decompressed(path, fs) as fh:
             head = fh.read(4)
     except (OSError, EOFError):
         return None
@@ -42,13 +40,10 @@ def bom_encoding(path: str) -> str | None:
     return None
 
 
-def first_bad_line(path: str, encoding: str) -> int | None:
-    import gzip
-
-    opener = gzip.open if path.lower().endswith(".gz") else open
+def first_bad_line(path: str, encoding: str, fs: AbstractFileSystem | None = None) -> int | None:
     decoder = codecs.getincrementaldecoder(encoding)()
     try:
-        with opener(path, "rb") as fh:
+        with open_decompressed(path, fs) as fh:
             for lineno, raw in enumerate(fh, start=1):
                 try:
                     decoder.decode(raw)
