@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,10 +21,41 @@ def test_there_are_examples() -> None:
     assert {"vip-healthtech", "noshow"} <= set(EXAMPLES)
 
 
+@contextmanager
+def served(name: str, tmp_path: Path) -> Iterator[Path]:
+    """The example's project file; an example that reads an API serves it (its ``serve.py``, on
+    a free port, stopped afterwards) and is run from a copy pointed at that port."""
+    folder = REPO / "examples" / name
+    if not (folder / "serve.py").exists():
+        yield folder / "healthetl.toml"
+        return
+    proc = subprocess.Popen(
+        [sys.executable, str(folder / "serve.py"), "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().removeprefix("serving ").rsplit("/", 1)[0]
+        assert url.startswith("http://127.0.0.1:"), url
+        copy = tmp_path / name
+        shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("*.db"))
+        config = copy / "healthetl.toml"
+        config.write_text(
+            config.read_text(encoding="utf-8").replace("http://127.0.0.1:8765", url), encoding="utf-8"
+        )
+        yield config
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_example_runs(cli, name: str, tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'example.db'}"
-    config = REPO / "examples" / name / "healthetl.toml"
+    with served(name, tmp_path) as config:
+        _runs(cli, config, db)
+
+
+def _runs(cli, config: Path, db: str) -> None:  # type: ignore[no-untyped-def]
     result = cli("run", "--config", config, "--db", db)
     assert result.exit_code == 0, result.output
     runs = json.loads(cli("report", "--last", "-f", "json", "--config", config, "--db", db).stdout)

@@ -42,3 +42,18 @@ def test_quick_start_runs_as_written(tmp_path: Path) -> None:
         assert done.returncode == 0, f"{command}\n{done.stderr}"
         assert done.stdout.strip() or "run" in args, command
     assert (tmp_path / "healthetl.db").exists()
+
+
+def test_the_sources_sections_hold_valid_project_files(tmp_path: Path) -> None:
+    """The `healthetl.toml` shown for object storage and HTTP APIs is what the loader accepts."""
+    from healthetl.config import load_project
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for heading in ("## Object storage", "## Paged HTTP JSON APIs"):
+        section = text[text.index(heading) :]
+        block = re.search(r"```toml\n(.*?)```", section, re.S)
+        assert block is not None, heading
+        config = tmp_path / "healthetl.toml"
+        config.write_text(block.group(1), encoding="utf-8")
+        (pipeline,) = load_project(config).pipelines
+        assert pipeline.remote or pipeline.api is not None

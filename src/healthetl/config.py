@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from healthetl.apispec import ApiSpec, parse_api
 from healthetl.cleaning import resolve_bound
 from healthetl.errors import ConfigError, UsageError
 
@@ -49,6 +50,9 @@ _PIPELINE_KEYS = {
     "quote",
     "drift",
     "storage",
+    "api",
+    "rename",
+    "constants",
 }
 #: a remote source's [pipelines.storage]: where the store is, never a secret (credentials come
 #: from the AWS environment/profile chain)
@@ -92,6 +96,10 @@ class PipelineOptions:
     #: a source that sends undeclared columns, lacks declared optional ones, or whose declared
     #: JSON paths match nothing: "warn" (reported), "fail" (nothing loaded, exit 1) or "ignore"
     drift: str = "warn"
+    #: several sources, one table: this source's column -> the dataset's, and columns every row
+    #: of this source gets (``source = "api"``), applied before the dataset's rules
+    rename: dict[str, str] = field(default_factory=dict)
+    constants: dict[str, str] = field(default_factory=dict)
 
 
 def is_remote(path: str) -> bool:
@@ -124,6 +132,8 @@ class Pipeline:
     datasets: dict[str, str] = field(default_factory=dict)
     #: an object-store source's options (see STORAGE_KEYS)
     storage: dict[str, Any] = field(default_factory=dict)
+    #: a paged HTTP JSON API instead of files (see healthetl.apispec)
+    api: ApiSpec | None = None
 
     @property
     def remote(self) -> bool:
@@ -209,7 +219,12 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
     country = raw.get("phone_country_code")
     if country is not None and not str(country).isdigit():
         raise ConfigError(f'{where}: phone_country_code must be digits, e.g. "234"')
+    for key in ("rename", "constants"):
+        if not isinstance(raw.get(key, {}), dict):
+            raise ConfigError(f'{where}: {key} must be a table of column = "value"')
     return PipelineOptions(
+        rename={str(k): str(v) for k, v in raw.get("rename", {}).items()},
+        constants={str(k): str(v) for k, v in raw.get("constants", {}).items()},
         drift=drift,
         delimiter=parse_delimiter(delimiter, where) if delimiter is not None else None,
         quote=quote,
@@ -328,9 +343,15 @@ def _pipeline(raw: dict[str, Any], where: str, base: Path) -> Pipeline:
     unknown = set(raw) - _PIPELINE_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
-    for key in ("name", "source") if raw.get("datasets") else ("name", "dataset", "source"):
-        if key not in raw:
+    required = ("name", "source") if raw.get("datasets") else ("name", "dataset", "source")
+    for key in required:
+        if key not in raw and not (key == "source" and "api" in raw):
             raise ConfigError(f"{where}: missing required key {key!r}")
+    api = parse_api(raw["api"], where) if "api" in raw else None
+    if api is not None and ("source" in raw or raw.get("datasets") or raw.get("archive")):
+        raise ConfigError(
+            f"{where}: a pipeline reads an api or a source, not both (and an api has no archive)"
+        )
     datasets = raw.get("datasets") or {}
     if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
         raise ConfigError(f'{where}: datasets must be a table of dataset = "file pattern"')
@@ -341,7 +362,8 @@ def _pipeline(raw: dict[str, Any], where: str, base: Path) -> Pipeline:
     return Pipeline(
         name=str(raw["name"]),
         dataset=str(raw.get("dataset") or "+".join(datasets)),
-        source=str(raw["source"]),
+        source=str(raw["source"]) if api is None else api.endpoint,
+        api=api,
         mode=mode,
         depends_on=tuple(depends if isinstance(depends, list) else [depends]),
         options=parse_options(raw, where),

@@ -153,6 +153,23 @@ loaded_files = sa.Table(
 )
 sa.Index("ix_loaded_files_run_id", loaded_files.c.run_id)
 
+api_pages = sa.Table(
+    "api_pages",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(40), sa.ForeignKey("etl_runs.run_id"), nullable=False),
+    sa.Column("pipeline", sa.Text, nullable=False),
+    sa.Column("page", sa.Integer, nullable=False, comment="1-based, in the order fetched"),
+    sa.Column("url", sa.Text, nullable=False, comment="as fetched, secrets masked"),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("next", sa.Text, nullable=True, comment="the page number, offset, cursor or link that led on"),
+    sa.Column("body", sa.Text, nullable=False, comment="the response body as received"),
+    comment="Pages an API pipeline fetched, as received; `--from-raw RUN_ID` replays from them.",
+)
+sa.Index("ix_api_pages_run_id", api_pages.c.run_id)
+
 etl_audit_log = sa.Table(
     "etl_audit_log",
     metadata,

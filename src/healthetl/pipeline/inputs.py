@@ -5,19 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import pandas as pd
 import sqlalchemy as sa
 
+from healthetl.apispec import ApiSpec
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset
 from healthetl.errors import UsageError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
-from healthetl.ledger import files
+from healthetl.ledger import files, pages
 from healthetl.pipeline.extract import checked, frames_from
 from healthetl.sources import SOURCE_FILE, SOURCE_ROW
 from healthetl.sources.base import Source
+from healthetl.sources.http import ApiSource, page_frames
+from healthetl.sources.readers import normalise_name
 
 
 class _NotAFile:
@@ -126,16 +130,75 @@ def unseen(
     return todo
 
 
+@dataclass(frozen=True)
+class ApiReplay(_NotAFile):
+    """The pages an earlier run of an API pipeline fetched, read again from ``api_pages``
+    (``--from-raw``): the run is replayed without calling the API."""
+
+    run_id: str
+    spec: ApiSpec
+
+    @property
+    def label(self) -> str:
+        return f"raw:{self.run_id}"
+
+    def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
+        raise UsageError("API pages are read inside the load's transaction (see frames_of)")
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a source may need of the load reading it: the run, and the incremental window's
+    start (an API's ``since`` parameter)."""
+
+    run_id: str
+    pipeline: str
+    since: datetime | None = None
+
+
 def frames_of(
-    conn: sa.Connection, item: Source, dataset: Dataset, catalog: Catalog, options: PipelineOptions
+    conn: sa.Connection,
+    item: Source,
+    dataset: Dataset,
+    catalog: Catalog,
+    options: PipelineOptions,
+    reading: Reading,
 ) -> Iterable[pd.DataFrame]:
-    """Files stream lazily; raw rows are read now, before the COPY thread owns the connection."""
+    """Files stream lazily; raw rows are read now, and an API's pages fetched and kept now,
+    before the COPY thread owns the connection. A pipeline's ``rename``/``constants`` apply."""
+    if isinstance(item, ApiSource | ApiReplay):
+        if isinstance(item, ApiSource):
+            item.since = iso_utc(reading.since) if reading.since is not None else None
+            fetched = list(item.fetch())
+        else:
+            fetched = pages.read(conn, item.run_id)
+            if not fetched:
+                raise UsageError(f"run {item.run_id} kept no API pages to replay")
+        pages.write(conn, reading.run_id, reading.pipeline, fetched)
+        return shaped(page_frames(fetched, item.spec, options.chunk_size), options)
     if not isinstance(item, RawRun):
-        return checked(item.frames(options))
+        return shaped(checked(item.frames(options)), options)
     table = catalog.raw_table(dataset)
     if table is None:
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
     return list(raw_frames(conn, table, item.run_id, dataset, options.chunk_size))
+
+
+def iso_utc(ts: datetime) -> str:
+    """An API's incremental parameter: ISO 8601 in UTC, ``2025-01-05T03:00:00Z``."""
+    ts = ts.astimezone(UTC) if ts.tzinfo else ts.replace(tzinfo=UTC)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S") + (f".{ts.microsecond:06d}" if ts.microsecond else "") + "Z"
+
+
+def shaped(frames: Iterable[pd.DataFrame], options: PipelineOptions) -> Iterator[pd.DataFrame]:
+    """A pipeline's own column names mapped to the dataset's, and its constant columns added
+    (several sources feeding one table), before the rules see the rows."""
+    for frame in frames:
+        if options.rename:
+            frame = frame.rename(columns={normalise_name(k): v for k, v in options.rename.items()})
+        for column, value in options.constants.items():
+            frame[column] = pd.Series(value, index=frame.index, dtype="str")
+        yield frame
 
 
 def unmarked(frame: pd.DataFrame) -> pd.DataFrame:

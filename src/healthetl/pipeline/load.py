@@ -23,7 +23,7 @@ from healthetl.db.raw import RawWriter
 from healthetl.errors import AccountingError, QualityGateError, UsageError
 from healthetl.ledger import audit, dq, watermarks
 from healthetl.pipeline import analytics
-from healthetl.pipeline.inputs import frames_of, renamed, unmarked, unseen
+from healthetl.pipeline.inputs import Reading, frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
 from healthetl.pipeline.quality import QualityTracker, drift_checks
 from healthetl.pipeline.references import lookup_tables, reference_keys
@@ -105,7 +105,8 @@ def load_dataset(
         _load_nested(conn, dataset, catalog, items, options, result, progress, force=force, inbox=inbox)
         return
     window = watermarks.incremental_window(conn, dataset, options, result.pipeline)
-    todo = _open(conn, dataset, catalog, items, options, result, force=force, inbox=inbox)
+    since = window.start if window is not None and not full_refresh else None
+    todo = _open(conn, dataset, catalog, items, options, result, force=force, inbox=inbox, since=since)
     validator = _validator(conn, dataset, catalog, options, window, full_refresh)
     result.summary = validator.summary
     tracker = QualityTracker(dataset, cursor=window.cursor if window else None)
@@ -142,9 +143,10 @@ def _open(
     *,
     force: bool,
     inbox: bool,
+    since: datetime | None = None,
 ) -> list[Opened]:
     """The sources not loaded before, each with its frames (files stream lazily; raw rows are
-    read now, before the COPY thread owns the connection)."""
+    read and API pages fetched now, before the COPY thread owns the connection)."""
     fresh = unseen(
         conn,
         items,
@@ -153,7 +155,8 @@ def _open(
         result.skipped_files,
         result.pipeline if inbox else None,
     )
-    todo = [(item, sha, frames_of(conn, item, dataset, catalog, options)) for item, sha in fresh]
+    reading = Reading(result.run_id, result.pipeline, since)
+    todo = [(item, sha, frames_of(conn, item, dataset, catalog, options, reading)) for item, sha in fresh]
     result.files = [(item.path, sha) for item, sha, _ in todo if item.path is not None]
     return todo
 

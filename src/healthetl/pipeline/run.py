@@ -15,7 +15,7 @@ from healthetl.db import drift, migrate
 from healthetl.errors import QualityGateError, UsageError
 from healthetl.ledger import runs
 from healthetl.pipeline.batch import load_batch
-from healthetl.pipeline.inputs import RawRun
+from healthetl.pipeline.inputs import ApiReplay, RawRun
 from healthetl.pipeline.load import load
 from healthetl.pipeline.validate import write_report
 from healthetl.results import LoadResult, Progress, quiet
@@ -118,7 +118,7 @@ def _load_pipeline(
     the raw rows of run ``from_raw``)."""
     if p.datasets:
         return _batch(engine, p, catalog, progress, force, full_refresh)
-    sources: list[Source] = [RawRun(from_raw)] if from_raw is not None else list(discover.discover(p))
+    sources: list[Source] = list(discover.discover(p)) if from_raw is None else [_replay(p, from_raw)]
     return load(
         engine,
         catalog.dataset(p.dataset),
@@ -133,6 +133,11 @@ def _load_pipeline(
         full_refresh=full_refresh,
         inbox=p.archive is not None and from_raw is None,
     )
+
+
+def _replay(p: Pipeline, run_id: str) -> Source:
+    """``--from-raw``: the raw rows of that run, or the pages an API pipeline's run kept."""
+    return ApiReplay(run_id, p.api) if p.api is not None else RawRun(run_id)
 
 
 def _migrate(engine: Engine, catalog: Catalog, result: RunResult, progress: Progress) -> None:

@@ -13,6 +13,7 @@ from healthetl.errors import SourceError, first_line
 from healthetl.sources import storage
 from healthetl.sources.base import FileSource, ObjectSource, Source
 from healthetl.sources.formats import is_delivered
+from healthetl.sources.http import ApiSource
 
 
 def files(pattern: str, base: Path, *, skip: Path | None = None) -> list[Path]:
@@ -43,7 +44,9 @@ def pipeline_files(pipeline: Pipeline) -> list[Path]:
 
 
 def pipeline_sources(pipeline: Pipeline) -> list[Source]:
-    """What a pipeline reads: its local files, or the objects its ``s3://`` source names."""
+    """What a pipeline reads: its local files, the objects its ``s3://`` source names, or its API."""
+    if pipeline.api is not None:
+        return [ApiSource(pipeline.api, pipeline.name)]
     if pipeline.remote:
         return list(objects(pipeline))
     return [FileSource(str(f)) for f in pipeline_files(pipeline)]

@@ -187,7 +187,7 @@ def read_ndjson(path: str, chunk_size: int, fs: AbstractFileSystem | None = None
     """Flat NDJSON: one object per line; nested values are kept as JSON text; a bad line fails."""
     try:
         with _open(path, fs) as fh:
-            yield from _frames(
+            yield from record_frames(
                 (rec.value for rec in ndjson_lines(fh, path, bad_lines="fail") if rec.value is not None),
                 chunk_size,
             )
@@ -207,10 +207,10 @@ def read_json(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) 
                 raise SourceError(f"{path}, record {rec.source_row}: {rec.error}")
             yield rec.value
 
-    return _frames(values(), chunk_size)
+    return record_frames(values(), chunk_size)
 
 
-def _frames(values: Iterator[dict[str, Any]], chunk_size: int) -> Iterator[pd.DataFrame]:
+def record_frames(values: Iterator[dict[str, Any]], chunk_size: int) -> Iterator[pd.DataFrame]:
     """Objects as text frames of at most ``chunk_size`` rows; at least one (maybe empty)."""
     rows: list[dict[str, Any]] = []
     yielded = False

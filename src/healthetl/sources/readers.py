@@ -91,9 +91,14 @@ def read_frames(
         "json": lambda: read_json(path, chunk_size, fs),
         "arrow": lambda: read_arrow(path),
     }
+    yield from with_lineage(readers[kind](), "<stdin>" if path == "-" else file_name(path))
+
+
+def with_lineage(frames: Iterator[pd.DataFrame], name: str) -> Iterator[pd.DataFrame]:
+    """Frames as every reader yields them: normalised column names, then the source's name and
+    each row's 1-based number (frames that carry lineage already keep theirs)."""
     row = 0
-    name = "<stdin>" if path == "-" else file_name(path)
-    for frame in readers[kind]():
+    for frame in frames:
         if SOURCE_ROW not in frame.columns:
             frame.columns = unique_names([normalise_name(c) for c in frame.columns])
             n = len(frame)
