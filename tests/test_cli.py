@@ -104,6 +104,17 @@ def test_dataset_list_and_show(cli) -> None:
         "synthea_careplans",
         "synthea_immunizations",
         "synthea_devices",
+        "fhir_patient",
+        "fhir_encounter",
+        "fhir_condition",
+        "fhir_observation",
+        "fhir_medication_request",
+        "fhir_procedure",
+        "fhir_immunization",
+        "fhir_allergy_intolerance",
+        "fhir_organization",
+        "fhir_practitioner",
+        "fhir_location",
     }
     cols = json.loads(cli("dataset", "show", "appointments", "-f", "json").stdout)
     by_name = {c["column"]: c for c in cols}

@@ -456,3 +456,57 @@ def test_kill_9_mid_run_then_rerun_leaves_no_duplicates(api: Api, migrations: Pa
     runs = _rows(db, "SELECT status FROM etl_runs ORDER BY started_at")
     assert runs[-1] == ("succeeded",)
     assert _rows(db, "SELECT COUNT(DISTINCT run_id) FROM api_pages") == [(1,)]
+
+
+def test_a_fhir_searchset_bundle_pages_by_its_next_link(
+    cli, api: Api, migrations: Path, tmp_path: Path
+) -> None:
+    """FHIR search results: records under entry[].resource, the next page in link[relation=next]."""
+
+    def handler(request: Request, n: int) -> Reply:
+        start = int(request.query.get("_offset", "0"))
+        page = RECORDS[start : start + 3]
+        links = [{"relation": "self", "url": f"{api.url}/items?_offset={start}"}]
+        if start + 3 < len(RECORDS):
+            links.append({"relation": "next", "url": f"{api.url}/items?_offset={start + 3}"})
+        entries = [{"fullUrl": f"urn:uuid:{r['id']}", "resource": r} for r in page]
+        bundle = {"resourceType": "Bundle", "type": "searchset", "link": links}
+        return _json({**bundle, "entry": entries} if entries else bundle)
+
+    api.handler = handler
+    config = _project(
+        tmp_path,
+        migrations,
+        api,
+        records='"entry[].resource"',
+        pagination='{ type = "next_link", next_path = "link[relation=next].url" }',
+    )
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = cli("run", "--config", config, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert _rows(db) == [(r["id"], r["name"]) for r in RECORDS]
+    assert [r.query.get("_offset") for r in api.requests] == [None, "3", "6"]
+
+
+def test_the_rate_limit_spaces_the_requests(cli, api: Api, migrations: Path, tmp_path: Path) -> None:
+    api.handler = _paged("page")
+    config = _project(
+        tmp_path, migrations, api, records='"data"', pagination=PAGINATION["page"], rate_limit="4"
+    )
+    assert cli("run", "--config", config, "--db", f"sqlite:///{tmp_path / 'x.db'}").exit_code == 0
+    gaps = [b.at - a.at for a, b in zip(api.requests, api.requests[1:], strict=False)]
+    assert len(gaps) == 2 and min(gaps) >= 0.24  # 4 requests a second at most (clock slack aside)
+
+
+def test_a_paging_loop_stops_at_max_pages(cli, api: Api, migrations: Path, tmp_path: Path) -> None:
+    """An API that always says there is more (a broken cursor) cannot run away."""
+    api.handler = lambda request, n: _json({"data": RECORDS[:1], "meta": {"next": "again"}})
+    config = _project(
+        tmp_path, migrations, api, records='"data"', pagination=PAGINATION["cursor"], max_pages="5"
+    )
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    result = cli("run", "--config", config, "--db", db)
+    assert result.exit_code == 3
+    assert "more than max_pages = 5 pages" in result.output
+    assert len(api.requests) == 5
+    assert _rows(db, "SELECT COUNT(*) FROM items") == [(0,)]

@@ -113,7 +113,7 @@ def _tables(url: str) -> dict[str, list[tuple]]:
     return out
 
 
-@pytest.mark.parametrize("example", ["vip-healthtech", "patient-visits", "medlaunch"])
+@pytest.mark.parametrize("example", ["vip-healthtech", "patient-visits", "medlaunch", "fhir-bulk"])
 def test_an_example_from_a_bucket_loads_the_same_tables_as_from_disk(
     cli, s3, bucket: str, endpoint: str, tmp_path: Path, example: str
 ) -> None:

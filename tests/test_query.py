@@ -30,6 +30,10 @@ def test_list_names_every_query(cli) -> None:
         "triage-trends",
         "encounters-per-month",
         "top-conditions",
+        "fhir-encounters-per-class-month",
+        "fhir-top-conditions",
+        "fhir-patients-by-age-group",
+        "fhir-active-medications-per-patient",
     }
 
 

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from healthetl.apispec import ApiSpec, parse_api
 from healthetl.cleaning import resolve_bound
 from healthetl.errors import ConfigError, UsageError
+from healthetl.fhir import file_patterns as fhir_file_patterns
 
 PROJECT_FILE = "healthetl.toml"
 DEFAULT_DATABASE_URL = "sqlite:///healthetl.db"
@@ -353,15 +354,19 @@ def _pipeline(raw: dict[str, Any], where: str, base: Path) -> Pipeline:
             f"{where}: a pipeline reads an api or a source, not both (and an api has no archive)"
         )
     datasets = raw.get("datasets") or {}
+    if datasets == "fhir":  # a FHIR Bulk Data export: every resource type to its dataset
+        datasets = fhir_file_patterns()
     if not isinstance(datasets, dict) or not all(isinstance(v, str) for v in datasets.values()):
-        raise ConfigError(f'{where}: datasets must be a table of dataset = "file pattern"')
+        raise ConfigError(
+            f'{where}: datasets must be a table of dataset = "file pattern" (or "fhir" for a bulk export)'
+        )
     mode = raw.get("mode")
     if mode is not None and mode not in LOAD_MODES:
         raise ConfigError(f"{where}: mode must be one of {', '.join(LOAD_MODES)}")
     depends = raw.get("depends_on", [])
     return Pipeline(
         name=str(raw["name"]),
-        dataset=str(raw.get("dataset") or "+".join(datasets)),
+        dataset=str(raw.get("dataset") or ("fhir" if raw.get("datasets") == "fhir" else "+".join(datasets))),
         source=str(raw["source"]) if api is None else api.endpoint,
         api=api,
         mode=mode,

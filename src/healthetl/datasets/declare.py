@@ -10,6 +10,7 @@ from typing import Any
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
 from healthetl.datasets import plugins
 from healthetl.datasets.nesting import Child, Nested
+from healthetl.datasets.paths import TEMPLATE, PathError, compile_path
 from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
 from healthetl.sources.readers import normalise_name
@@ -293,20 +294,34 @@ def _nested(raw: Any, here: str, names: set[str]) -> Nested:
     if not isinstance(raw, dict) or set(raw) - {"paths", "children", "snapshot_column"}:
         raise ConfigError(f"{here}: nested takes paths, children and snapshot_column")
     paths = raw.get("paths", {})
-    for column in paths:
+    for column, path in paths.items():
         if column not in names:
             raise ConfigError(f"{here}: nested.paths: column {column!r} is not declared")
-    snapshot = str(raw.get("snapshot_column", "snapshot_date"))
-    if snapshot not in names:  # a load replaces exactly its snapshots: the date is part of the key
-        raise ConfigError(
-            f"{here}: nested records need a declared date column {snapshot!r} "
-            "(or name it with nested.snapshot_column)"
-        )
+        _check_path(str(path), f"{here}: nested.paths.{column}")
+    snapshot: str | None = None
+    if raw.get("snapshot_column", "snapshot_date") is not False:  # false: upserted on the key
+        snapshot = str(raw.get("snapshot_column", "snapshot_date"))
+        if snapshot not in names:  # a load replaces exactly its snapshots: the date is part of the key
+            raise ConfigError(
+                f"{here}: nested records need a declared date column {snapshot!r} "
+                "(or name it with nested.snapshot_column; snapshot_column = false upserts on the key)"
+            )
     return Nested(
         paths={str(k): str(v) for k, v in paths.items()},
         children=tuple(_child(c, f"{here}, nested child") for c in raw.get("children", [])),
         snapshot_column=snapshot,
     )
+
+
+def _check_path(path: str, here: str) -> None:
+    """A declared JSON path must be readable (see healthetl.datasets.paths)."""
+    for part in [path[:-1] if path.endswith("#") else path] if "{" not in path else TEMPLATE.findall(path):
+        if part in (".", ""):
+            continue
+        try:
+            compile_path(part)
+        except PathError as exc:
+            raise ConfigError(f"{here}: {exc}") from None
 
 
 def _child(raw: Any, here: str) -> Child:
@@ -331,6 +346,7 @@ def _child(raw: Any, here: str) -> Child:
         spec = {"type": spec} if isinstance(spec, str) else dict(spec)
         if "path" in spec:
             paths[str(name)] = str(spec.pop("path"))
+            _check_path(paths[str(name)], f"{where}: column {name}")
         columns.append(_column(str(name), spec, where)[0])
     return Child(
         table=table,

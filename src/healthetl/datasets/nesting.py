@@ -1,10 +1,11 @@
 """Nested JSON: a declared mapping from JSON paths to a parent table and child tables.
 
 A record (one JSON object) becomes one parent row and, per declared array, child rows keyed
-to it (and grandchild rows keyed to those). Paths are dotted (``location.state``); ``x#`` is
-the length of array ``x``; a child column's path is relative to the array element, ``.`` being
-the element itself (an array of strings). The record is the unit of quality: when any of its
-rows fails an error-severity check, the whole record goes to quarantine.
+to it (and grandchild rows keyed to those). Paths are those of :mod:`healthetl.datasets.paths`
+(``location.state``, ``name[0].family``, ``identifier[system=...].value``, ``value[x]``, ``x#``);
+a child column's path is relative to the array element, ``.`` being the element itself. The
+record is the unit of quality: when any of its rows fails an error-severity check, the whole
+record goes to quarantine.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from healthetl.datasets.paths import get_path
 from healthetl.datasets.spec import Column, Dataset
 from healthetl.datasets.tables import SA_TYPES
 from healthetl.sources.readers import SOURCE_FILE, SOURCE_ROW
@@ -47,19 +49,6 @@ class Nested:
     #: rows belong to a snapshot (a date): a load replaces exactly its snapshots
     snapshot_column: str | None = "snapshot_date"
     description: str = field(default="")
-
-
-def get_path(value: Any, path: str) -> Any:
-    if path == ".":
-        return value
-    if path.endswith("#"):
-        items = get_path(value, path[:-1])
-        return len(items) if isinstance(items, list) else 0 if items is None else None
-    for part in path.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 def as_text(value: Any) -> str | None:
@@ -94,6 +83,11 @@ def all_children(nested: Nested) -> list[tuple[Child, tuple[Child, ...]]]:
     return out
 
 
+def looked_up(dataset: Dataset) -> set[str]:
+    """Columns a lookup fills (the referenced row's key, fetched values), not read by path."""
+    return {lk.column for lk in dataset.lookups} | {f for lk in dataset.lookups for f in lk.fetch}
+
+
 def key_columns(dataset: Dataset) -> tuple[str, ...]:
     return dataset.primary_key
 
@@ -106,6 +100,7 @@ def flatten(
     nested = dataset.nested
     assert nested is not None
     keys = key_columns(dataset)
+    skip = looked_up(dataset)
     parent_rows: list[dict[str, Any]] = []
     child_rows: dict[str, list[dict[str, Any]]] = {c.table: [] for c, _ in all_children(nested)}
     for index, (source_file, source_row, record, snapshot) in enumerate(records):
@@ -113,6 +108,8 @@ def flatten(
         for column in dataset.column_names:
             if nested.snapshot_column and column == nested.snapshot_column:
                 row[column] = snapshot
+            elif column in skip:
+                row[column] = None
             else:
                 row[column] = as_text(get_path(record, nested.paths.get(column, column)))
         parent_rows.append(row)

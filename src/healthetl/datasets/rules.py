@@ -14,6 +14,7 @@ from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets import predicates
 from healthetl.datasets.keys import KeyTracker
+from healthetl.datasets.nesting import all_children, looked_up
 from healthetl.datasets.spec import Column, Compare, Dataset, Lookup, Severity
 from healthetl.datasets.standardise import AMBIGUOUS, UNRESOLVED, LookupTable, standardiser
 
@@ -297,30 +298,18 @@ _TYPE_RULE = {
 
 def describe(dataset: Dataset) -> list[tuple[str, ...]]:
     """The dataset's rules as rows (column, type, key, identifying, checks, description), one per
-    column, declared comparison and model: what ``healthetl dataset show`` prints."""
+    column, declared comparison and model: what ``healthetl dataset show`` prints. A nested
+    dataset's columns say which JSON path they read, and its child tables' columns follow."""
+    nested = dataset.nested
     rows: list[tuple[str, ...]] = []
     for c in dataset.columns:
-        rules = (["required"] if c.required else []) + ([_TYPE_RULE[c.type]] if c.type in _TYPE_RULE else [])
-        if c.date_window:
-            rules.append(f"date_window {c.date_window[0]}..{c.date_window[1]}")
-        if c.minimum is not None or c.maximum is not None:
-            rules.append(f"range {_bound(c.minimum)}..{_bound(c.maximum)}")
-        if c.pattern:
-            rules.append(f"pattern {c.pattern}")
-        if c.vocabulary:
-            rules.append("vocabulary " + "|".join(c.vocabulary))
-        if c.value_map:
-            rules.append("map " + ", ".join(f"{k}->{v}" for k, v in c.value_map.items()))
-        if c.references:
-            rules.append(f"foreign_key {c.references}")
-        if c.name in dataset.primary_key:
-            rules.append("duplicate_key")
-        if c.unique and c.name not in dataset.primary_key:
-            rules.append("unique")
-        sev = ", ".join(f"{k}={v}" for k, v in c.severity.items())
-        key = "yes" if c.name in dataset.primary_key else ""
-        checks_text = ", ".join(rules) + (f" [{sev}]" if sev else "")
-        rows.append((c.name, c.type, key, "yes" if c.identifying else "", checks_text, c.description))
+        path = nested.paths.get(c.name, c.name) if nested is not None else None
+        rows.append(_describe_column(dataset, c, c.name, path))
+    if nested is not None:
+        for child, _ancestors in all_children(nested):
+            for c in child.columns:
+                path = f"{child.path}[].{child.paths.get(c.name, c.name)}"
+                rows.append(_describe_column(dataset, c, f"{child.table}.{c.name}", path))
     for cmp in dataset.compares:
         other = cmp.other if cmp.other is not None else repr(cmp.value)
         rows.append(
@@ -336,3 +325,33 @@ def describe(dataset: Dataset) -> list[tuple[str, ...]]:
     if dataset.model is not None:
         rows.append(("(model)", "pandera", "", "", getattr(dataset.model, "__name__", "schema"), ""))
     return rows
+
+
+def _describe_column(dataset: Dataset, c: Column, name: str, path: str | None) -> tuple[str, ...]:
+    rules = (["required"] if c.required else []) + ([_TYPE_RULE[c.type]] if c.type in _TYPE_RULE else [])
+    if c.date_window:
+        rules.append(f"date_window {c.date_window[0]}..{c.date_window[1]}")
+    if c.minimum is not None or c.maximum is not None:
+        rules.append(f"range {_bound(c.minimum)}..{_bound(c.maximum)}")
+    if c.pattern:
+        rules.append(f"pattern {c.pattern}")
+    if c.vocabulary:
+        rules.append("vocabulary " + "|".join(c.vocabulary))
+    if c.value_map:
+        rules.append("map " + ", ".join(f"{k}->{v}" for k, v in c.value_map.items()))
+    if c.references:
+        rules.append(f"foreign_key {c.references}")
+    parent = name == c.name
+    if parent and c.name in dataset.primary_key:
+        rules.append("duplicate_key")
+    if c.unique and c.name not in dataset.primary_key:
+        rules.append("unique")
+    sev = ", ".join(f"{k}={v}" for k, v in c.severity.items())
+    key = "yes" if parent and c.name in dataset.primary_key else ""
+    checks_text = ", ".join(rules) + (f" [{sev}]" if sev else "")
+    description = c.description
+    if path is not None and parent and c.name in looked_up(dataset):
+        description = " ".join(p for p in (description, "(filled by a lookup)") if p)
+    elif path is not None and not (dataset.nested and c.name == dataset.nested.snapshot_column):
+        description = " ".join(p for p in (description, f"<- {path}") if p)
+    return (name, c.type, key, "yes" if c.identifying else "", checks_text, description)

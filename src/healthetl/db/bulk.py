@@ -79,6 +79,46 @@ def insert_frame(
     )
 
 
+def upsert_frame(
+    conn: sa.Connection,
+    table: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    constants: dict[str, str],
+    key: Sequence[str],
+) -> None:
+    """Insert text rows now, updating the row of a key already there: on PostgreSQL COPY into a
+    temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; on SQLite
+    executemany with ``ON CONFLICT``."""
+    if frame.empty:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    names = [*columns, *constants]
+    cols = ", ".join(quote(c) for c in names)
+    updates = ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in names if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(quote(k) for k in key)}) " + (
+        f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+    )
+    if is_postgres(conn):
+        stage = quote(f"_upsert_{table}")
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {quote(table)} INCLUDING DEFAULTS) ON COMMIT DROP"
+        )
+        conn.exec_driver_sql(f"TRUNCATE {stage}")
+        insert_frame(conn, f"_upsert_{table}", frame, columns, constants)
+        conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {stage} {conflict}")
+        return
+    data = frame[list(columns)].astype(object)
+    data = data.where(data.notna(), None)
+    for k, v in constants.items():
+        data[k] = v
+    marks = ", ".join("?" for _ in names)
+    conn.exec_driver_sql(
+        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) {conflict}",
+        list(data.itertuples(index=False, name=None)),
+    )
+
+
 class _CopyThread:
     """Runs the COPY statements on the connection, in order, off the validating thread."""
 

@@ -1,9 +1,11 @@
-"""Loading nested JSON records into a parent table and its child tables, per snapshot.
+"""Loading nested JSON records into a parent table and its child tables.
 
 Every record read is counted once: loaded (its parent row and child rows committed),
 quarantined (invalid JSON, or any row of it failed an error-severity check; its children go
 with it), or a dropped duplicate of (snapshot, key) (the first occurrence in the run wins).
-A load replaces exactly the snapshots it contains, in one transaction.
+A dataset of snapshots (facilities) has a load replace exactly the snapshots it contains; one
+without (FHIR resources) has its records upserted on the key, each record's child rows
+replaced by the ones it carries now. All in one transaction.
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ import sqlalchemy as sa
 from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
-from healthetl.datasets.nesting import RECORD, all_children, child_dataset, flatten, snapshot_from_path
+from healthetl.datasets.nesting import (
+    RECORD,
+    all_children,
+    child_dataset,
+    flatten,
+    looked_up,
+    snapshot_from_path,
+)
+from healthetl.datasets.paths import get_path
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
+from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.validator import Validator
 from healthetl.results import Drift, Progress, ValidationSummary
 from healthetl.sources.base import RecordSource
@@ -71,13 +82,16 @@ def load_nested(
     spool: FailureSpool | None = None,
 ) -> tuple[NestedCounts, ValidationSummary]:
     counts = NestedCounts()
-    validator = Validator(dataset, options)
+    known, lookups = reference_keys(conn, dataset, catalog), lookup_tables(conn, dataset, catalog)
+    validator = Validator(dataset, options, known, lookups=lookups)
     summary = validator.summary
     children = [
         (c, a, Validator(child_dataset(dataset, c, a), options)) for c, a in all_children(dataset.nested)
     ]
     seen: set[tuple[str, str]] = set()
+    snapshots = dataset.nested.snapshot_column is not None
     key = dataset.primary_key[-1]
+    key_path = dataset.nested.paths.get(key, key)
     batch: list[tuple[str, int, dict[str, Any], str]] = []
     bad: list[dict[str, Any]] = []
 
@@ -101,14 +115,15 @@ def load_nested(
             bad.append(_failure(rec, "json", rec.error or "unreadable record"))
             counts.rows_quarantined += 1
             continue
-        snapshot = _snapshot_of(rec, snapshot)
-        ident = (snapshot, str(rec.value.get(key)))
-        if rec.value.get(key) is not None and ident in seen:
+        snapshot = _snapshot_of(rec, snapshot) if snapshots else ""
+        value = get_path(rec.value, key_path)
+        ident = (snapshot, str(value))
+        if value is not None and ident in seen:
             counts.duplicates_dropped += 1
             counts.duplicates.append(f"{rec.source_file}:{rec.source_row}")
             continue
         seen.add(ident)
-        if snapshot not in counts.snapshots:
+        if snapshots and snapshot not in counts.snapshots:
             flush()
             _clear_snapshot(conn, dataset, catalog, snapshot)
             counts.snapshots.add(snapshot)
@@ -141,8 +156,9 @@ def _empty_paths(dataset: Dataset, counts: NestedCounts) -> list[str]:
     if not counts.table_rows[dataset.table]:
         return []
     out = []
+    filled_otherwise = looked_up(dataset) | {nested.snapshot_column}
     for column in dataset.column_names:
-        if column != nested.snapshot_column and not counts.filled[(dataset.table, column)]:
+        if column not in filled_otherwise and not counts.filled[(dataset.table, column)]:
             out.append(f"{column} ({nested.paths.get(column, column)})")
     for child, _ancestors in all_children(nested):
         if not counts.table_rows[child.table]:
@@ -173,6 +189,19 @@ def _clear_snapshot(conn: sa.Connection, dataset: Dataset, catalog: Catalog, sna
     for name in tables:
         table = catalog.metadata.tables[name]
         conn.execute(table.delete().where(table.c[column] == _date(snapshot)))
+
+
+def _clear_children(conn: sa.Connection, dataset: Dataset, catalog: Catalog, keys: pd.DataFrame) -> None:
+    """Delete the child rows of the records being upserted, deepest first (a record's children
+    are the ones it carries now)."""
+    if keys.empty or len(keys.columns) != 1:
+        return
+    column = keys.columns[0]
+    values = keys[column].astype(str).tolist()
+    for child, _ancestors in reversed(all_children(dataset.nested)):
+        table = catalog.metadata.tables[child.table]
+        for start in range(0, len(values), 900):  # SQLite binds at most 999 values
+            conn.execute(table.delete().where(table.c[column].in_(values[start : start + 900])))
 
 
 def _date(text: str) -> Any:
@@ -230,7 +259,12 @@ def _load_batch(
     )
     counts.rows_quarantined += len(rejected)
     counts.rows_loaded += len(clean_parent)
-    bulk.insert_frame(conn, dataset.table, clean_parent, dataset.column_names, {"run_id": run_id})
+    if dataset.nested.snapshot_column is None:  # upserted: the record's children are replaced
+        keys = dataset.primary_key
+        bulk.upsert_frame(conn, dataset.table, clean_parent, dataset.stored_names, {"run_id": run_id}, keys)
+        _clear_children(conn, dataset, catalog, clean_parent[list(keys)])
+    else:
+        bulk.insert_frame(conn, dataset.table, clean_parent, dataset.stored_names, {"run_id": run_id})
     for child, _ancestors, child_validator in children:
         rows = child_clean[child.table]
         if rows.empty:

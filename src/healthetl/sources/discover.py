@@ -10,10 +10,12 @@ from typing import Any
 
 from healthetl.config import Pipeline
 from healthetl.errors import SourceError, first_line
+from healthetl.fhir import RESOURCES
 from healthetl.sources import storage
 from healthetl.sources.base import FileSource, ObjectSource, Source
 from healthetl.sources.formats import is_delivered
 from healthetl.sources.http import ApiSource
+from healthetl.sources.manifest import is_manifest, manifest_sources
 
 
 def files(pattern: str, base: Path, *, skip: Path | None = None) -> list[Path]:
@@ -83,7 +85,13 @@ def objects(pipeline: Pipeline) -> list[ObjectSource]:
 
 
 def dataset_sources(pipeline: Pipeline) -> dict[str, list[Source]]:
-    """For a multi-dataset pipeline: the sources of each dataset (fnmatch on the file name)."""
+    """For a multi-dataset pipeline: the sources of each dataset (fnmatch on the file name; a bulk
+    export's ``manifest.json``: the resource type of each file)."""
+    if is_manifest(pipeline.source):
+        local = Path(pipeline.source)
+        listed = manifest_sources(local if local.is_absolute() else pipeline.base_dir / local)
+        by_dataset = {RESOURCES.get(kind, kind): sources for kind, sources in listed.items()}
+        return {ds: by_dataset.get(ds, []) for ds in pipeline.datasets}
     found = pipeline_sources(pipeline)
     return {
         ds: [f for f in found if fnmatch(storage.file_name(f.label), pat)]

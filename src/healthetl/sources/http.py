@@ -24,6 +24,7 @@ import pandas as pd
 from healthetl import masking
 from healthetl.apispec import ApiSpec
 from healthetl.config import PipelineOptions
+from healthetl.datasets.paths import get_path
 from healthetl.errors import SourceError, first_line
 from healthetl.sources.json_records import record_frames
 from healthetl.sources.readers import with_lineage
@@ -246,25 +247,16 @@ class _Paging:
             self.offset += len(records)
             return str(self.page if p.type == "page" else self.offset)
         if p.type == "cursor":
-            found = _lookup(json.loads(body), p.cursor_path)
+            found = get_path(json.loads(body), p.cursor_path)
             self.cursor = str(found) if found not in (None, "") else None
             return self.cursor
         if p.type == "next_link":
-            found = _lookup(json.loads(body), p.next_path)
+            found = get_path(json.loads(body), p.next_path)
             return urljoin(url, str(found)) if found else None
         if p.type == "link_header":
             link = response.links.get("next", {}).get("url")
             return urljoin(url, link) if link else None
         return None
-
-
-def _lookup(value: Any, path: str) -> Any:
-    """``a.b.c`` in nested objects; None where a part is missing."""
-    for part in [p for p in path.split(".") if p]:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
 
 
 def records_of(body: str, path: str, shown: str, number: int) -> list[Any]:

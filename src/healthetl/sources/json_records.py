@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, TextIO
@@ -133,7 +133,7 @@ def loads(line: str) -> tuple[Any, str | None]:
     return value, problem(line, value)
 
 
-def ndjson_lines(fh: TextIO, file: str, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
+def ndjson_lines(fh: Iterable[str], file: str, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
     """The NDJSON reader: one record per non-blank line. A line that is not a JSON object is a
     record carrying why (``keep``: nested loads quarantine it) or stops the file (``fail``: flat
     files, read as a table, have no place for it)."""

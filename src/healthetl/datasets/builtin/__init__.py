@@ -9,7 +9,7 @@ from importlib import import_module
 from healthetl.datasets.spec import Dataset
 
 #: the modules, in the order their datasets are listed
-MODULES = ("clinic", "visits", "facilities", "medilink", "synthea")
+MODULES = ("clinic", "visits", "facilities", "medilink", "synthea", "fhir")
 
 
 def builtin_datasets() -> dict[str, Dataset]:
