@@ -131,6 +131,9 @@ def test_a_bulk_export_loads_every_resource_type(cli, export: Path, tmp_path: Pa
     assert run["rows_in"] == run["rows_loaded"] + run["rows_quarantined"] + run["duplicates_dropped"]
     assert run["rows_quarantined"] == 0
     assert "last_updated (meta.lastUpdated)" in result.output
+    # resource types without a dataset are named, not silently ignored
+    left_out = next(line for line in result.output.splitlines() if "not loaded" in line)
+    assert "Device.000.ndjson.gz" in left_out and "PractitionerRole.000.ndjson.gz" in left_out
 
     # a second run of the same export changes nothing: upserts, children replaced, not added
     again = cli("run", "--config", _project(tmp_path), "--db", db_url)
@@ -323,6 +326,7 @@ def test_a_manifest_lists_the_files_by_path(cli, export: Path, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     assert _count(db, "fhir_encounter") == len(resources("Encounter"))
     assert _count(db, "fhir_patient") == len(resources("Patient"))
+    assert "not loaded, no dataset of the pipeline takes them: Device, PractitionerRole" in result.output
 
 
 @pytest.fixture

@@ -53,6 +53,10 @@ def _log_progress(event: str, info: dict[str, Any]) -> None:
         log.info("database upgraded from %s to %s", info.get("from") or "empty", info.get("to"))
     elif event == "idle":
         log.info("%s: inbox empty, nothing to do", pipeline)
+    elif event == "left_out":
+        log.info(
+            "%s: not loaded, no dataset of the pipeline takes them: %s", pipeline, ", ".join(info["files"])
+        )
 
 
 def _path(value: str | Path | None) -> Path | None:

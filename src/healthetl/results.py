@@ -294,8 +294,9 @@ class LoadRun:
 #: what a run reports while it works, with its details:
 #: ``start`` (run_id, pipeline, sources), ``batch`` (pipeline, rows read so far),
 #: ``done`` (pipeline, status, counts when it succeeded), ``upgraded`` (from, to: migration
-#: revisions), ``idle`` (pipeline: an inbox with nothing in it)
-ProgressEvent = Literal["start", "batch", "done", "upgraded", "idle"]
+#: revisions), ``idle`` (pipeline: an inbox with nothing in it), ``left_out`` (pipeline, files: what a
+#: multi-dataset pipeline's source holds that no dataset takes)
+ProgressEvent = Literal["start", "batch", "done", "upgraded", "idle", "left_out"]
 #: a progress callback: the command line draws a progress display, the API logs
 Progress = Callable[[ProgressEvent, dict[str, Any]], None]
 

@@ -97,7 +97,7 @@ def summarise(r: LoadResult) -> None:
     """A load's outcome in a few lines on stderr: counts, skipped files, failed checks, watermark."""
     c = r.counts
     skipped = f", {c.rows_skipped} behind the watermark" if c.rows_skipped else ""
-    dupes = f", {c.duplicates_dropped} older duplicates dropped" if c.duplicates_dropped else ""
+    dupes = f", {c.duplicates_dropped} duplicates dropped" if c.duplicates_dropped else ""
     render.info(
         f"{r.pipeline}: {r.status}, run {r.run_id}: {c.rows_in} rows in{skipped}, "
         f"{c.rows_loaded} loaded, {c.rows_quarantined} quarantined{dupes}"

@@ -164,6 +164,9 @@ def _batch(
     """A pipeline of several related datasets: each dataset's files, dependencies first, in one
     transaction."""
     files = discover.discover_datasets(p)
+    unused = discover.left_out(p, files)
+    if unused:
+        progress("left_out", {"pipeline": p.name, "files": unused})
     deps = {ds: catalog.dataset(ds).depends_on & set(files) for ds in files}
     order = dependency_order(list(files), deps)
     steps: list[tuple[Dataset, list[Source]]] = [

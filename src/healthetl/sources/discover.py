@@ -99,6 +99,17 @@ def dataset_sources(pipeline: Pipeline) -> dict[str, list[Source]]:
     }
 
 
+def left_out(pipeline: Pipeline, found: dict[str, list[Source]]) -> list[str]:
+    """What a multi-dataset pipeline's source holds that no dataset takes (a bulk export's Device
+    files, a stray note): named in the run's log, never silently ignored."""
+    if is_manifest(pipeline.source):
+        local = Path(pipeline.source)
+        listed = manifest_sources(local if local.is_absolute() else pipeline.base_dir / local)
+        return sorted(kind for kind in listed if RESOURCES.get(kind, kind) not in pipeline.datasets)
+    taken = {s.label for sources in found.values() for s in sources}
+    return [storage.file_name(s.label) for s in pipeline_sources(pipeline) if s.label not in taken]
+
+
 def discover(pipeline: Pipeline) -> list[Source]:
     """The sources of a single-dataset pipeline; none is an error (an inbox checks first)."""
     found = pipeline_sources(pipeline)
