@@ -14,6 +14,7 @@ import pandas as pd
 
 from healthetl.config import PipelineOptions, is_remote
 from healthetl.errors import SourceError
+from healthetl.sources import storage
 from healthetl.sources.json_records import Record, read_records
 from healthetl.sources.readers import read_frames
 from healthetl.sources.storage import filesystem, size_of
@@ -112,10 +113,9 @@ class ObjectSource:
         size_of(self.url, self.fs)
 
     def fingerprint(self) -> str:
-        if not self.etag:
-            info: dict[str, Any] = self.fs.info(self.url)
-            return object_fingerprint(str(info.get("ETag") or info.get("etag") or ""), self.url)
-        return object_fingerprint(self.etag, self.url)
+        """The ETag the listing gave, else the store's answer now (an object named directly)."""
+        etag = self.etag or etag_of(storage.info(self.url, self.fs))
+        return object_fingerprint(etag, self.url)
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
         return _frames(self.url, options, self.fs)
@@ -144,6 +144,10 @@ def source_for(path: str, storage_options: dict[str, Any] | None = None) -> Sour
     if is_remote(path):
         return ObjectSource(path, filesystem(path, storage_options or {}))
     return FileSource(path)
+
+
+def etag_of(info: dict[str, Any]) -> str:
+    return str(info.get("ETag") or info.get("etag") or "")
 
 
 def object_fingerprint(etag: str, url: str) -> str:

@@ -12,7 +12,7 @@ from healthetl.config import Pipeline
 from healthetl.errors import SourceError, first_line
 from healthetl.fhir import RESOURCES
 from healthetl.sources import storage
-from healthetl.sources.base import FileSource, ObjectSource, Source
+from healthetl.sources.base import FileSource, ObjectSource, Source, etag_of
 from healthetl.sources.formats import is_delivered
 from healthetl.sources.http import ApiSource
 from healthetl.sources.manifest import is_manifest, manifest_sources
@@ -78,7 +78,7 @@ def objects(pipeline: Pipeline) -> list[ObjectSource]:
     except (OSError, ValueError) as exc:
         raise storage.remote_error(url, exc) from None
     return [
-        ObjectSource(f"{protocol}://{name}", fs, str(info.get("ETag") or info.get("etag") or ""))
+        ObjectSource(f"{protocol}://{name}", fs, etag_of(info))
         for name, info in sorted(found.items())
         if info.get("type") == "file" and not (skip is not None and name.startswith(skip))
     ]

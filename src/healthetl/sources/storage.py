@@ -98,14 +98,18 @@ def remote_error(url: str, exc: BaseException) -> SourceError:
     return SourceError(f"{where}: cannot read from the store: {first_line(exc)}")
 
 
-def size_of(path: str, fs: AbstractFileSystem | None) -> int:
-    """The object's size; raises :class:`SourceError` when it is gone or refused."""
+def info(path: str, fs: AbstractFileSystem) -> dict[str, Any]:
+    """What the store says of an object (size, ETag, type); :class:`SourceError` when it is gone
+    or refused."""
     try:
-        info = fs.info(path) if fs is not None else None
+        return dict(fs.info(path))
     except (OSError, ValueError) as exc:
         raise remote_error(path, exc) from None
-    if info is None:
-        raise ValueError("size_of needs a filesystem")
-    if info.get("type") == "directory":
+
+
+def size_of(path: str, fs: AbstractFileSystem) -> int:
+    """The object's size; raises :class:`SourceError` when it is gone, refused or a prefix."""
+    found = info(path, fs)
+    if found.get("type") == "directory":
         raise SourceError(f"{mask_url(path)}: is a folder (prefix), expected an object")
-    return int(info.get("size") or 0)
+    return int(found.get("size") or 0)
