@@ -71,8 +71,35 @@ SnapshotOption = Annotated[
     ),
 ]
 ReportOption = Annotated[
-    Path | None, typer.Option(help="Write the data-quality report (JSON).", show_default=False)
+    Path | None,
+    typer.Option(help="Write the data-quality report (JSON; - for stdout).", show_default=False),
 ]
+ResultFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="text: a summary on stderr | json: the result object on stdout (logs stay on stderr).",
+    ),
+]
+
+
+def check_stdout(fmt: str, report: Path | None, output: str | None = None) -> None:
+    """One document on stdout at most: the result (--format json), the report (--report -) or an
+    Arrow stream (-o -)."""
+    check_format(fmt, ("text", "json"))
+    claims = [
+        name
+        for name, used in (
+            ("--format json", fmt == "json"),
+            ("--report -", report is not None and str(report) == "-"),
+            ("-o -", output == "-"),
+        )
+        if used
+    ]
+    if len(claims) > 1:
+        raise UsageError(f"{' and '.join(claims)} would both write to stdout; send one of them to a file")
+
 
 FAIL_ON = ("error", "warning", "never")
 

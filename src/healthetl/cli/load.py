@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from healthetl import api
+from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
     DbOption,
@@ -14,7 +15,9 @@ from healthetl.cli.common import (
     PipelineOption,
     QuoteOption,
     ReportOption,
+    ResultFormatOption,
     SnapshotOption,
+    check_stdout,
     summarise,
 )
 from healthetl.results import quiet
@@ -48,8 +51,10 @@ def load(
     ] = None,
     delimiter: DelimiterOption = None,
     quote: QuoteOption = None,
+    fmt: ResultFormatOption = "text",
 ) -> None:
     """Validate (incl. references, against the database) and load rows in one transaction."""
+    check_stdout(fmt, report)
     result = api.load(
         dataset,
         input,
@@ -65,4 +70,6 @@ def load(
         quote=quote,
         progress=quiet,
     )
+    if fmt == "json":
+        render.document(result.report())
     summarise(result)

@@ -12,8 +12,10 @@ from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
     DbOption,
+    ResultFormatOption,
     SnapshotOption,
     check_fail_on,
+    check_stdout,
     fail_code,
     summarise,
 )
@@ -71,9 +73,11 @@ def run(
     from_raw: FromRawOption = None,
     force: ForceOption = False,
     snapshot_date: SnapshotOption = None,
+    fmt: ResultFormatOption = "text",
 ) -> None:
     """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
     check_fail_on(fail_on)
+    check_stdout(fmt, report)
     render.configure_logging(log_file)
     with render.RunDisplay() as display:
         result = api.run(
@@ -89,6 +93,15 @@ def run(
         )
     for name in result.idle:
         render.info(f"{name}: the inbox is empty, nothing to do")
+    if fmt == "json":
+        render.document(
+            {
+                "pipelines": [r.report() for r in result.results],
+                "idle": result.idle,
+                "archived": result.archived,
+                "upgraded_from": result.upgraded_from,
+            }
+        )
     errors = warnings = 0
     for r in result.results:
         summarise(r)

@@ -16,7 +16,9 @@ from healthetl.cli.common import (
     PipelineOption,
     QuoteOption,
     ReportOption,
+    ResultFormatOption,
     check_fail_on,
+    check_stdout,
     fail_code,
 )
 
@@ -50,9 +52,11 @@ def validate(
     delimiter: DelimiterOption = None,
     quote: QuoteOption = None,
     csv_safe: CsvSafeOption = False,
+    fmt: ResultFormatOption = "text",
 ) -> None:
     """Standardise and validate rows with the dataset's pandera rules. Exit 1 if data fails."""
     check_fail_on(fail_on)
+    check_stdout(fmt, report, out)
     result = api.validate(
         dataset,
         input,
@@ -67,6 +71,10 @@ def validate(
         csv_safe=csv_safe,
     )
     s = result.summary
+    if fmt == "json":
+        render.document(
+            {"source": input, "output": out, "rejects": rejects, "fail_on": fail_on, **s.to_dict()}
+        )
     render.info(
         f"validate {dataset}: {s.rows_in} rows in, {s.rows_valid} valid, "
         f"{s.rows_quarantined} rejected, {s.rows_warned} with warnings"

@@ -12,7 +12,7 @@ from healthetl.config import Pipeline, Project
 from healthetl.datasets import dependency_order
 from healthetl.datasets.spec import Dataset
 from healthetl.db import drift, migrate
-from healthetl.errors import QualityGateError, UsageError
+from healthetl.errors import UsageError
 from healthetl.ledger import runs
 from healthetl.pipeline.batch import load_batch
 from healthetl.pipeline.inputs import ApiReplay, RawRun
@@ -95,7 +95,7 @@ def run(
             result.results.append(loaded)
             if inbox:
                 result.archived[p.name] = archive(p, loaded)
-    except QualityGateError as exc:
+    except Exception as exc:  # the report names why the run stopped, whatever stopped it
         result.failed = exc
         raise
     finally:

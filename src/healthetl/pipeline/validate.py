@@ -4,6 +4,7 @@ apart (to files or an Arrow stream for the next stage), and an optional JSON rep
 from __future__ import annotations
 
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -84,8 +85,14 @@ def with_rejected(clean: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_report(path: Path, report: dict[str, Any]) -> None:
+    """The JSON report to ``path``; ``-`` is standard output (for schedulers)."""
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    if str(path) == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise HealthetlError(f"{path}: cannot write report ({exc.strerror or exc})") from None
