@@ -71,5 +71,5 @@ def load(
         progress=quiet,
     )
     if fmt == "json":
-        render.document(result.report())
+        render.document(result.report(), one_line=True)
     summarise(result)

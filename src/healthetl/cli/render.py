@@ -119,8 +119,10 @@ def rows(columns: Sequence[str], data: Sequence[Sequence[Any]], fmt: str, title:
     out.print(table)
 
 
-def document(payload: Any) -> None:
-    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
+def document(payload: Any, *, one_line: bool = False) -> None:
+    """A JSON document on stdout; ``one_line``: a results line a scheduler can append to a log."""
+    indent = None if one_line else 2
+    sys.stdout.write(json.dumps(payload, indent=indent, ensure_ascii=False, default=str) + "\n")
 
 
 class RunDisplay:

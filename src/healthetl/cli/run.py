@@ -100,7 +100,8 @@ def run(
                 "idle": result.idle,
                 "archived": result.archived,
                 "upgraded_from": result.upgraded_from,
-            }
+            },
+            one_line=True,
         )
     errors = warnings = 0
     for r in result.results:

@@ -73,7 +73,8 @@ def validate(
     s = result.summary
     if fmt == "json":
         render.document(
-            {"source": input, "output": out, "rejects": rejects, "fail_on": fail_on, **s.to_dict()}
+            {"source": input, "output": out, "rejects": rejects, "fail_on": fail_on, **s.to_dict()},
+            one_line=True,
         )
     render.info(
         f"validate {dataset}: {s.rows_in} rows in, {s.rows_valid} valid, "
