@@ -241,6 +241,7 @@ def test_orphans_missing_elements_and_events_before_birth(cli, tmp_path: Path) -
     report = json.loads(cli("report", "--last", "-f", "json", "--db", db).stdout)
     (run,) = report
     assert run["rows_in"] == 5 and run["rows_loaded"] == 3 and run["rows_quarantined"] == 2
+    assert run["rows_warned"] == 1  # e3, before the patient's birth, loaded with a warning
     assert "period_start_not_before_birth" in cli("report", "--last", "--db", db).output
 
 

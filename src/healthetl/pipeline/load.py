@@ -342,6 +342,7 @@ def _load_nested(
     c.rows_read = c.rows_in = nested.rows_in
     c.rows_loaded, c.rows_quarantined = nested.rows_loaded, nested.rows_quarantined
     c.duplicates_dropped = nested.duplicates_dropped
+    c.rows_warned = summary.rows_warned
     result.summary = summary
     result.analytics = dict(nested.child_rows)
     result.audit.append(
