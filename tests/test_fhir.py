@@ -501,3 +501,61 @@ def test_a_declared_nested_dataset_uses_the_same_paths_and_upserts(cli, tmp_path
     )
     bad = cli("run", "--config", config, "--db", db)
     assert bad.exit_code == 2 and "nested.paths.loinc" in bad.output
+
+
+@pytest.fixture
+def fhir_server() -> Iterator[tuple[str, list[str]]]:
+    """A FHIR server's Patient search: searchset Bundles of 5, the next page in link[relation=next]."""
+    patients = resources("Patient")
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            offset = int(self.path.partition("_offset=")[2] or 0)
+            base = f"http://127.0.0.1:{self.server.server_address[1]}/fhir/Patient"
+            links = [{"relation": "self", "url": f"{base}?_offset={offset}"}]
+            if offset + 5 < len(patients):
+                links.append({"relation": "next", "url": f"{base}?_offset={offset + 5}"})
+            bundle = {
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(patients),
+                "link": links,
+                "entry": [{"resource": p} for p in patients[offset : offset + 5]],
+            }
+            body = json.dumps(bundle).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/fhir+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/fhir", seen
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_fhir_search_api_loads_into_the_fhir_tables(cli, tmp_path: Path, fhir_server, db_url: str) -> None:
+    url, seen = fhir_server
+    config = tmp_path / "healthetl.toml"
+    config.write_text(
+        '[[pipelines]]\nname = "patients"\ndataset = "fhir_patient"\n[pipelines.api]\n'
+        f'url = "{url}"\npath = "/Patient"\nrecords = "entry[].resource"\n'
+        'pagination = { type = "next_link", next_path = "link[relation=next].url" }\n',
+        encoding="utf-8",
+    )
+    result = cli("run", "--config", config, "--db", db_url)
+    assert result.exit_code == 0, result.output
+    patients = resources("Patient")
+    assert len(seen) == -(-len(patients) // 5)  # every page once
+    assert _count(db_url, "fhir_patient") == len(patients)
+    assert _count(db_url, "fhir_patient_names") == sum(len(p["name"]) for p in patients)
+    assert _count(db_url, "api_pages") == len(seen)  # the pages are kept as received

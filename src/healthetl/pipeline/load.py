@@ -21,7 +21,7 @@ from healthetl.datasets.spec import Dataset, Quality
 from healthetl.db import bulk, locks
 from healthetl.db.raw import RawWriter
 from healthetl.errors import AccountingError, QualityGateError, UsageError
-from healthetl.ledger import audit, dq, watermarks
+from healthetl.ledger import audit, dq, pages, watermarks
 from healthetl.pipeline import analytics
 from healthetl.pipeline.inputs import Reading, frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
@@ -31,6 +31,7 @@ from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
 from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCounts, quiet
 from healthetl.sources.base import RecordSource, Source, source_for
+from healthetl.sources.http import ApiSource
 
 #: one source to read: what it is, its sha256 (or a marker), its frames
 Opened = tuple[Source, str, Iterable[pd.DataFrame]]
@@ -331,6 +332,10 @@ def _load_nested(
 ) -> None:
     """A nested JSON dataset: records and their child tables (see :mod:`healthetl.pipeline.nested`)."""
     fresh = unseen(conn, items, None, force, result.skipped_files, result.pipeline if inbox else None)
+    for item, _ in fresh:  # an API's pages are fetched and kept before its records are read
+        if isinstance(item, ApiSource):
+            item.pages = list(item.fetch())
+            pages.write(conn, result.run_id, result.pipeline, item.pages)
     readable: list[RecordSource] = [i for i, _ in fresh if isinstance(i, RecordSource)]
     if len(readable) != len(fresh):
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")

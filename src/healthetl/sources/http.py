@@ -26,7 +26,7 @@ from healthetl.apispec import ApiSpec
 from healthetl.config import PipelineOptions
 from healthetl.datasets.paths import get_path
 from healthetl.errors import SourceError, first_line
-from healthetl.sources.json_records import record_frames
+from healthetl.sources.json_records import Record, record_frames
 from healthetl.sources.readers import with_lineage
 
 #: what a Retry-After may make us wait at most (a server asking for an hour is an outage)
@@ -115,6 +115,18 @@ class ApiSource:
         if not self.pages:
             self.pages = list(self.fetch())
         return page_frames(self.pages, self.spec, options.chunk_size)
+
+    def records(self) -> Iterator[Record]:
+        """The records of the pages fetched, one at a time (what nested datasets read: a FHIR
+        search's ``entry[].resource``), numbered across the run."""
+        if not self.pages:
+            self.pages = list(self.fetch())
+        name = endpoint_name(self.spec)
+        row = 0
+        for page in self.pages:
+            for value in records_of(page.body, self.spec.records, page.url, page.number):
+                row += 1
+                yield Record(name, row, value, path=page.url)
 
     def fetch(self) -> Iterator[Page]:
         import httpx
@@ -300,5 +312,9 @@ def page_frames(pages: list[Page], spec: ApiSpec, chunk_size: int) -> Iterator[p
         for page in pages:
             yield from records_of(page.body, spec.records, page.url, page.number)
 
-    name = urlsplit(spec.endpoint).path.rstrip("/").rsplit("/", 1)[-1] or urlsplit(spec.endpoint).netloc
-    return with_lineage(record_frames(values(), chunk_size), name)
+    return with_lineage(record_frames(values(), chunk_size), endpoint_name(spec))
+
+
+def endpoint_name(spec: ApiSpec) -> str:
+    """How lineage names an API's rows: the last part of its path (``posts``), else its host."""
+    return urlsplit(spec.endpoint).path.rstrip("/").rsplit("/", 1)[-1] or urlsplit(spec.endpoint).netloc
