@@ -559,3 +559,29 @@ def test_a_fhir_search_api_loads_into_the_fhir_tables(cli, tmp_path: Path, fhir_
     assert _count(db_url, "fhir_patient") == len(patients)
     assert _count(db_url, "fhir_patient_names") == sum(len(p["name"]) for p in patients)
     assert _count(db_url, "api_pages") == len(seen)  # the pages are kept as received
+
+
+def test_a_fhir_search_run_is_replayed_from_its_pages(cli, tmp_path: Path, fhir_server) -> None:
+    url, seen = fhir_server
+    config = tmp_path / "healthetl.toml"
+    config.write_text(
+        '[[pipelines]]\nname = "patients"\ndataset = "fhir_patient"\n[pipelines.api]\n'
+        f'url = "{url}"\npath = "/Patient"\nrecords = "entry[].resource"\n'
+        'pagination = { type = "next_link", next_path = "link[relation=next].url" }\n',
+        encoding="utf-8",
+    )
+    db = f"sqlite:///{tmp_path / 'x.db'}"
+    assert cli("run", "--config", config, "--db", db).exit_code == 0
+    (run_id,) = _rows(db, "SELECT run_id FROM etl_runs")[0]
+    calls = len(seen)
+    engine = sa.create_engine(db)
+    with engine.begin() as conn:
+        for table in ("fhir_patient_names", "fhir_patient_identifiers", "fhir_patient_telecoms"):
+            conn.execute(sa.text(f"DELETE FROM {table}"))
+        conn.execute(sa.text("DELETE FROM fhir_patient_addresses"))
+        conn.execute(sa.text("DELETE FROM fhir_patient"))
+    engine.dispose()
+    replay = cli("run", "--config", config, "--db", db, "--from-raw", run_id)
+    assert replay.exit_code == 0, replay.output
+    assert len(seen) == calls  # the server was not asked again
+    assert _count(db, "fhir_patient") == len(resources("Patient"))

@@ -167,21 +167,30 @@ def frames_of(
     """Files stream lazily; raw rows are read now, and an API's pages fetched and kept now,
     before the COPY thread owns the connection. A pipeline's ``rename``/``constants`` apply."""
     if isinstance(item, ApiSource | ApiReplay):
-        if isinstance(item, ApiSource):
-            item.since = iso_utc(reading.since) if reading.since is not None else None
-            fetched = list(item.fetch())
-        else:
-            fetched = pages.read(conn, item.run_id)
-            if not fetched:
-                raise UsageError(f"run {item.run_id} kept no API pages to replay")
-        pages.write(conn, reading.run_id, reading.pipeline, fetched)
-        return shaped(page_frames(fetched, item.spec, options.chunk_size), options)
+        api = fetched(conn, item, reading)
+        return shaped(page_frames(api.pages, api.spec, options.chunk_size), options)
     if not isinstance(item, RawRun):
         return shaped(checked(item.frames(options)), options)
     table = catalog.raw_table(dataset)
     if table is None:
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
     return list(raw_frames(conn, table, item.run_id, dataset, options.chunk_size))
+
+
+def fetched(conn: sa.Connection, item: ApiSource | ApiReplay, reading: Reading) -> ApiSource:
+    """An API's pages fetched now (or, ``--from-raw``, read back from the run that kept them) and
+    kept under this run, in its transaction."""
+    if isinstance(item, ApiReplay):
+        kept = pages.read(conn, item.run_id)
+        if not kept:
+            raise UsageError(f"run {item.run_id} kept no API pages to replay")
+        api = ApiSource(item.spec, reading.pipeline, pages=kept)
+    else:
+        api = item
+        api.since = iso_utc(reading.since) if reading.since is not None else None
+        api.pages = list(api.fetch())
+    pages.write(conn, reading.run_id, reading.pipeline, api.pages)
+    return api
 
 
 def iso_utc(ts: datetime) -> str:

@@ -21,9 +21,9 @@ from healthetl.datasets.spec import Dataset, Quality
 from healthetl.db import bulk, locks
 from healthetl.db.raw import RawWriter
 from healthetl.errors import AccountingError, QualityGateError, UsageError
-from healthetl.ledger import audit, dq, pages, watermarks
+from healthetl.ledger import audit, dq, watermarks
 from healthetl.pipeline import analytics
-from healthetl.pipeline.inputs import Reading, frames_of, renamed, unmarked, unseen
+from healthetl.pipeline.inputs import ApiReplay, Reading, fetched, frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
 from healthetl.pipeline.quality import QualityTracker, drift_checks
 from healthetl.pipeline.references import lookup_tables, reference_keys
@@ -332,10 +332,11 @@ def _load_nested(
 ) -> None:
     """A nested JSON dataset: records and their child tables (see :mod:`healthetl.pipeline.nested`)."""
     fresh = unseen(conn, items, None, force, result.skipped_files, result.pipeline if inbox else None)
-    for item, _ in fresh:  # an API's pages are fetched and kept before its records are read
-        if isinstance(item, ApiSource):
-            item.pages = list(item.fetch())
-            pages.write(conn, result.run_id, result.pipeline, item.pages)
+    reading = Reading(result.run_id, result.pipeline)
+    fresh = [
+        (fetched(conn, item, reading) if isinstance(item, ApiSource | ApiReplay) else item, sha)
+        for item, sha in fresh
+    ]
     readable: list[RecordSource] = [i for i, _ in fresh if isinstance(i, RecordSource)]
     if len(readable) != len(fresh):
         raise UsageError(f"dataset {dataset.name} keeps no raw layer; --from-raw needs one")
