@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -510,3 +511,22 @@ def test_a_paging_loop_stops_at_max_pages(cli, api: Api, migrations: Path, tmp_p
     assert "more than max_pages = 5 pages" in result.output
     assert len(api.requests) == 5
     assert _rows(db, "SELECT COUNT(*) FROM items") == [(0,)]
+
+
+def test_credentials_never_live_in_the_project_file(cli, api: Api, migrations: Path, tmp_path: Path) -> None:
+    config = _project(tmp_path, migrations, api, headers='{ Authorization = "Bearer abc123" }')
+    result = cli("run", "--config", config, "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 2
+    assert "put credentials in auth" in result.output and "abc123" not in result.output
+    assert api.requests == []
+
+
+def test_retry_after_as_an_http_date_is_honoured() -> None:
+    from email.utils import format_datetime
+
+    from healthetl.sources.http import _retry_after
+
+    later = datetime.now(UTC) + timedelta(seconds=30)
+    assert 25 <= (_retry_after(format_datetime(later, usegmt=True)) or 0) <= 30
+    assert _retry_after("7") == 7.0
+    assert _retry_after("soon") is None and _retry_after(None) is None
