@@ -69,13 +69,28 @@ def insert_frame(
         with raw.cursor() as cur, cur.copy(f"COPY {quote(table)} ({cols}) FROM STDIN (FORMAT csv)") as copy:
             copy.write(to_csv_bytes(frame, names, constants))
         return
+    _insert_rows(conn, table, frame, columns, constants)
+
+
+def _insert_rows(
+    conn: sa.Connection,
+    table: str,
+    frame: pd.DataFrame,
+    columns: Sequence[str],
+    constants: dict[str, str],
+    conflict: str = "",
+) -> None:
+    """``INSERT ... VALUES`` by executemany (SQLite), nulls as NULL, then ``conflict``."""
+    quote = conn.dialect.identifier_preparer.quote
+    names = [*columns, *constants]
     data = frame[list(columns)].astype(object)
     data = data.where(data.notna(), None)
     for k, v in constants.items():
         data[k] = v
-    marks = ", ".join("?" for _ in names)
+    cols, marks = ", ".join(quote(c) for c in names), ", ".join("?" for _ in names)
     conn.exec_driver_sql(
-        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks})", list(data.itertuples(index=False, name=None))
+        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) {conflict}".rstrip(),
+        list(data.itertuples(index=False, name=None)),
     )
 
 
@@ -108,15 +123,7 @@ def upsert_frame(
         insert_frame(conn, f"_upsert_{table}", frame, columns, constants)
         conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({cols}) SELECT {cols} FROM {stage} {conflict}")
         return
-    data = frame[list(columns)].astype(object)
-    data = data.where(data.notna(), None)
-    for k, v in constants.items():
-        data[k] = v
-    marks = ", ".join("?" for _ in names)
-    conn.exec_driver_sql(
-        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) {conflict}",
-        list(data.itertuples(index=False, name=None)),
-    )
+    _insert_rows(conn, table, frame, columns, constants, conflict)
 
 
 class _CopyThread:
