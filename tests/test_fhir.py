@@ -585,3 +585,51 @@ def test_a_fhir_search_run_is_replayed_from_its_pages(cli, tmp_path: Path, fhir_
     assert replay.exit_code == 0, replay.output
     assert len(seen) == calls  # the server was not asked again
     assert _count(db, "fhir_patient") == len(resources("Patient"))
+
+
+COMPOSITE = """
+[[pipelines]]
+name = "orders"
+dataset = "orders"
+source = "orders.ndjson"
+
+[[datasets]]
+name = "orders"
+primary_key = ["site", "order_id"]
+mode = "merge"
+[datasets.columns]
+site = { type = "text", required = true }
+order_id = { type = "integer", required = true }
+[datasets.nested]
+snapshot_column = false
+[[datasets.nested.children]]
+table = "order_items"
+path = "items"
+ordinal = "item_ordinal"
+columns = { code = { type = "text", required = true } }
+"""
+
+
+def test_an_upserted_record_with_a_key_of_several_columns_replaces_its_children(
+    cli, tmp_path: Path, db_url: str
+) -> None:
+    config = tmp_path / "healthetl.toml"
+    config.write_text(COMPOSITE, encoding="utf-8")
+    data = tmp_path / "orders.ndjson"
+
+    def deliver(*orders: tuple[str, int, list[str]]) -> None:
+        lines = [
+            json.dumps({"site": s, "order_id": o, "items": [{"code": c} for c in items]})
+            for s, o, items in orders
+        ]
+        data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    deliver(("north", 1, ["a", "b", "c"]), ("south", 1, ["x"]))
+    for args in (["db", "upgrade"], ["db", "revision", "-m", "orders"], ["run"]):
+        done = cli(*args, "--config", config, "--db", db_url)
+        assert done.exit_code == 0, done.output
+    deliver(("north", 1, ["d"]))  # north/1 now has one item; south/1 is untouched
+    done = cli("run", "--config", config, "--db", db_url)
+    assert done.exit_code == 0, done.output
+    items = _rows(db_url, "SELECT site, order_id, code FROM order_items ORDER BY site, item_ordinal")
+    assert items == [("north", 1, "d"), ("south", 1, "x")]

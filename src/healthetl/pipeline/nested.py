@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any
 
 import pandas as pd
@@ -88,10 +89,12 @@ def load_nested(
     children = [
         (c, a, Validator(child_dataset(dataset, c, a), options)) for c, a in all_children(dataset.nested)
     ]
-    seen: set[tuple[str, str]] = set()
+    seen: set[tuple[str, ...]] = set()
     snapshots = dataset.nested.snapshot_column is not None
-    key = dataset.primary_key[-1]
-    key_path = dataset.nested.paths.get(key, key)
+    #: a record's identity: every key column but the snapshot date (which is the snapshot itself)
+    key_paths = [
+        dataset.nested.paths.get(k, k) for k in dataset.primary_key if k != dataset.nested.snapshot_column
+    ]
     batch: list[tuple[str, int, dict[str, Any], str]] = []
     bad: list[dict[str, Any]] = []
 
@@ -116,9 +119,9 @@ def load_nested(
             counts.rows_quarantined += 1
             continue
         snapshot = _snapshot_of(rec, snapshot) if snapshots else ""
-        value = get_path(rec.value, key_path)
-        ident = (snapshot, str(value))
-        if value is not None and ident in seen:
+        values = tuple(get_path(rec.value, path) for path in key_paths)
+        ident = (snapshot, *map(str, values))
+        if None not in values and ident in seen:
             counts.duplicates_dropped += 1
             counts.duplicates.append(f"{rec.source_file}:{rec.source_row}")
             continue
@@ -193,20 +196,36 @@ def _clear_snapshot(conn: sa.Connection, dataset: Dataset, catalog: Catalog, sna
 
 def _clear_children(conn: sa.Connection, dataset: Dataset, catalog: Catalog, keys: pd.DataFrame) -> None:
     """Delete the child rows of the records being upserted, deepest first (a record's children
-    are the ones it carries now)."""
-    if keys.empty or len(keys.columns) != 1:
+    are the ones it carries now). Keys of several columns are matched as row values."""
+    if keys.empty:
         return
-    column = keys.columns[0]
-    values = keys[column].astype(str).tolist()
+    names = list(keys.columns)
     for child, _ancestors in reversed(all_children(dataset.nested)):
         table = catalog.metadata.tables[child.table]
-        for start in range(0, len(values), 900):  # SQLite binds at most 999 values
-            conn.execute(table.delete().where(table.c[column].in_(values[start : start + 900])))
+        columns = [table.c[n] for n in names]
+        rows = [
+            tuple(_typed(v, c) for v, c in zip(row, columns, strict=True)) for row in keys.itertuples(False)
+        ]
+        target = columns[0] if len(columns) == 1 else sa.tuple_(*columns)
+        step = 900 // len(columns)  # SQLite binds at most 999 values
+        for start in range(0, len(rows), step):
+            chunk = rows[start : start + step]
+            conn.execute(
+                table.delete().where(target.in_([r[0] for r in chunk] if len(columns) == 1 else chunk))
+            )
+
+
+def _typed(value: Any, column: sa.Column[Any]) -> Any:
+    """A key's text as the column's Python type (PostgreSQL compares a bigint with an int)."""
+    kind = column.type.python_type
+    if value is None or isinstance(value, kind):
+        return value
+    if kind in (date, datetime):
+        return kind.fromisoformat(str(value))
+    return kind(value)
 
 
 def _date(text: str) -> Any:
-    from datetime import date
-
     try:
         return date.fromisoformat(text)
     except ValueError:
