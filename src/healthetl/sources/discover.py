@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from healthetl.config import Pipeline
-from healthetl.errors import SourceError, first_line
+from healthetl.errors import SourceError
 from healthetl.fhir import RESOURCES
 from healthetl.sources import storage
 from healthetl.sources.base import FileSource, ObjectSource, Source, etag_of
@@ -69,7 +69,7 @@ def objects(pipeline: Pipeline) -> list[ObjectSource]:
             try:
                 info = fs.info(url)
             except FileNotFoundError as exc:
-                if "bucket" in first_line(exc).lower():
+                if storage.missing_bucket(exc):
                     raise
                 return []  # nothing under that key or prefix (yet)
             found = fs.find(url, detail=True) if info.get("type") == "directory" else {info["name"]: info}

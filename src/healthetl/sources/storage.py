@@ -82,13 +82,17 @@ def open_decompressed(path: str, fs: AbstractFileSystem | None = None) -> IO[byt
     return open_binary(path, fs)
 
 
+def missing_bucket(exc: BaseException) -> bool:
+    """The store said the bucket itself is not there (not merely a key under it)."""
+    return isinstance(exc, FileNotFoundError) and "bucket" in first_line(exc).lower()
+
+
 def remote_error(url: str, exc: BaseException) -> SourceError:
     """One line for a store's error: what is missing or refused, the URL named (masked)."""
     where = mask_url(url)
+    if missing_bucket(exc):
+        return SourceError(f"{where}: the bucket does not exist ({first_line(exc)})")
     if isinstance(exc, FileNotFoundError):
-        reason = first_line(exc)
-        if "bucket" in reason.lower():
-            return SourceError(f"{where}: the bucket does not exist ({reason})")
         return SourceError(f"{where}: object not found (deleted after it was listed?)")
     if isinstance(exc, PermissionError):
         return SourceError(
