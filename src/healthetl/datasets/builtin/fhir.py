@@ -10,8 +10,7 @@ reference named); a patient's events dated before their birth are a warning.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
+from healthetl.datasets.builtin.common import not_before_birth
 from healthetl.datasets.nesting import Child, Nested
 from healthetl.datasets.spec import Column, Compare, Dataset, Lookup, Param, Query
 from healthetl.fhir import RESOURCES
@@ -43,6 +42,7 @@ def _resource(
     encounter: bool = False,
     children: tuple[Child, ...] = (),
     compares: tuple[Compare, ...] = (),
+    queries: tuple[Query, ...] = (),
 ) -> Dataset:
     """One resource type's table, keyed by ``resourceType/id`` and upserted (no snapshots).
 
@@ -89,6 +89,7 @@ def _resource(
         lookups=lookups,
         columns=tuple(cols),
         compares=compares,
+        queries=queries,
         nested=Nested(paths={**all_paths, **(paths or {})}, children=children, snapshot_column=None),
     )
 
@@ -174,14 +175,8 @@ def _addresses(table: str, *, identifying: bool) -> Child:
 
 
 def _not_before_birth(column: str) -> Compare:
-    return Compare(
-        f"{column}_not_before_birth",
-        column,
-        ">=",
-        other="patient_birth_date",
-        severity="warning",
-        description=f"{column} is before the patient was born",
-    )
+    """A warning by default: a FHIR export's dates are the source system's to correct."""
+    return not_before_birth(column, "patient_birth_date", severity="warning")
 
 
 def _ends_after_start(start: str, end: str) -> Compare:
@@ -191,6 +186,60 @@ def _ends_after_start(start: str, end: str) -> Compare:
 def _omb(extension: str) -> str:
     """A US Core race/ethnicity extension's OMB category code."""
     return f"extension[url={US_CORE}/{extension}].extension[url=ombCategory].valueCoding.code"
+
+
+_AGE_GROUP = """
+SELECT CASE WHEN age < 18 THEN '0-17' WHEN age < 40 THEN '18-39' WHEN age < 65 THEN '40-64'
+            ELSE '65+' END AS age_group,
+       COUNT(*) AS patients
+FROM ({ages}) a
+GROUP BY 1
+ORDER BY 1
+"""
+
+_PATIENTS_BY_AGE = Query(
+    "fhir-patients-by-age-group",
+    "Living patients by age group on a day (--param as_of=YYYY-MM-DD, default today).",
+    _AGE_GROUP.format(
+        ages="SELECT CAST((julianday(:as_of) - julianday(birth_date)) / 365.25 AS INTEGER) AS age "
+        "FROM fhir_patient WHERE deceased_at IS NULL"
+    ),
+    {"as_of": Param("date", default="today")},
+    dialect_sql={
+        "postgresql": _AGE_GROUP.format(
+            ages="SELECT EXTRACT(YEAR FROM age(CAST(:as_of AS date), birth_date)) AS age "
+            "FROM fhir_patient WHERE deceased_at IS NULL"
+        )
+    },
+)
+
+_ENCOUNTERS_PER_MONTH = Query(
+    "fhir-encounters-per-class-month",
+    "Encounters per class and month (UTC).",
+    "SELECT class_code, strftime('%Y-%m', period_start) AS month, COUNT(*) AS encounters "
+    "FROM fhir_encounter GROUP BY 1, 2 ORDER BY 2, 1",
+    dialect_sql={
+        "postgresql": "SELECT class_code, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM') "
+        "AS month, COUNT(*) AS encounters FROM fhir_encounter GROUP BY 1, 2 ORDER BY 2, 1"
+    },
+)
+
+_TOP_CONDITIONS = Query(
+    "fhir-top-conditions",
+    "The most frequent conditions (--param limit=10).",
+    "SELECT code_system, code_code AS code, code_display AS display, COUNT(*) AS conditions, "
+    "COUNT(DISTINCT patient) AS patients FROM fhir_condition "
+    "GROUP BY code_system, code_code, code_display ORDER BY conditions DESC, code LIMIT :limit",
+    {"limit": Param("integer", default="10")},
+)
+
+_ACTIVE_MEDICATIONS = Query(
+    "fhir-active-medications-per-patient",
+    "Patients by their number of active medication requests.",
+    "SELECT active_requests, COUNT(*) AS patients FROM ("
+    "SELECT patient, COUNT(*) AS active_requests FROM fhir_medication_request "
+    "WHERE status = 'active' GROUP BY patient) p GROUP BY active_requests ORDER BY active_requests",
+)
 
 
 PATIENTS = _resource(
@@ -234,6 +283,7 @@ PATIENTS = _resource(
         _telecoms("fhir_patient_telecoms", identifying=True),
         _addresses("fhir_patient_addresses", identifying=True),
     ),
+    queries=(_PATIENTS_BY_AGE,),
 )
 
 ENCOUNTERS = _resource(
@@ -258,6 +308,7 @@ ENCOUNTERS = _resource(
     },
     compares=(_ends_after_start("period_start", "period_end"), _not_before_birth("period_start")),
     children=(_identifiers("fhir_encounter_identifiers", identifying=False),),
+    queries=(_ENCOUNTERS_PER_MONTH,),
 )
 
 CONDITIONS = _resource(
@@ -284,6 +335,7 @@ CONDITIONS = _resource(
     },
     compares=(_not_before_birth("onset_at"),),
     children=(_codings("fhir_condition_codings", "code.coding", "Every coding of a condition's code."),),
+    queries=(_TOP_CONDITIONS,),
 )
 
 OBSERVATIONS = _resource(
@@ -351,6 +403,7 @@ MEDICATION_REQUESTS = _resource(
     ),
     paths={"authored_at": "authoredOn", "requester": "requester.reference"},
     compares=(_not_before_birth("authored_at"),),
+    queries=(_ACTIVE_MEDICATIONS,),
 )
 
 PROCEDURES = _resource(
@@ -481,79 +534,6 @@ LOCATIONS = _resource(
         "longitude": "position.longitude",
     },
     children=(),
-)
-
-_AGE_GROUP = """
-SELECT CASE WHEN age < 18 THEN '0-17' WHEN age < 40 THEN '18-39' WHEN age < 65 THEN '40-64'
-            ELSE '65+' END AS age_group,
-       COUNT(*) AS patients
-FROM ({ages}) a
-GROUP BY 1
-ORDER BY 1
-"""
-
-PATIENTS = replace(
-    PATIENTS,
-    queries=(
-        Query(
-            "fhir-patients-by-age-group",
-            "Living patients by age group on a day (--param as_of=YYYY-MM-DD, default today).",
-            _AGE_GROUP.format(
-                ages="SELECT CAST((julianday(:as_of) - julianday(birth_date)) / 365.25 AS INTEGER) AS age "
-                "FROM fhir_patient WHERE deceased_at IS NULL"
-            ),
-            {"as_of": Param("date", default="today")},
-            dialect_sql={
-                "postgresql": _AGE_GROUP.format(
-                    ages="SELECT EXTRACT(YEAR FROM age(CAST(:as_of AS date), birth_date)) AS age "
-                    "FROM fhir_patient WHERE deceased_at IS NULL"
-                )
-            },
-        ),
-    ),
-)
-
-ENCOUNTERS = replace(
-    ENCOUNTERS,
-    queries=(
-        Query(
-            "fhir-encounters-per-class-month",
-            "Encounters per class and month (UTC).",
-            "SELECT class_code, strftime('%Y-%m', period_start) AS month, COUNT(*) AS encounters "
-            "FROM fhir_encounter GROUP BY 1, 2 ORDER BY 2, 1",
-            dialect_sql={
-                "postgresql": "SELECT class_code, to_char(period_start AT TIME ZONE 'UTC', 'YYYY-MM') "
-                "AS month, COUNT(*) AS encounters FROM fhir_encounter GROUP BY 1, 2 ORDER BY 2, 1"
-            },
-        ),
-    ),
-)
-
-CONDITIONS = replace(
-    CONDITIONS,
-    queries=(
-        Query(
-            "fhir-top-conditions",
-            "The most frequent conditions (--param limit=10).",
-            "SELECT code_system, code_code AS code, code_display AS display, COUNT(*) AS conditions, "
-            "COUNT(DISTINCT patient) AS patients FROM fhir_condition "
-            "GROUP BY code_system, code_code, code_display ORDER BY conditions DESC, code LIMIT :limit",
-            {"limit": Param("integer", default="10")},
-        ),
-    ),
-)
-
-MEDICATION_REQUESTS = replace(
-    MEDICATION_REQUESTS,
-    queries=(
-        Query(
-            "fhir-active-medications-per-patient",
-            "Patients by their number of active medication requests.",
-            "SELECT active_requests, COUNT(*) AS patients FROM ("
-            "SELECT patient, COUNT(*) AS active_requests FROM fhir_medication_request "
-            "WHERE status = 'active' GROUP BY patient) p GROUP BY active_requests ORDER BY active_requests",
-        ),
-    ),
 )
 
 DATASETS = (

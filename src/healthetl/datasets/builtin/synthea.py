@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from healthetl.datasets.builtin.common import not_before_birth
 from healthetl.datasets.spec import Column, ColumnType, Compare, Dataset, Lookup, Param, Query
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -37,13 +38,7 @@ def _ref(name: str, target: str, key: str, *, required: bool = True) -> tuple[Co
 
 
 def _not_before_birth(column: str) -> Compare:
-    return Compare(
-        f"{column}_not_before_birth",
-        column,
-        ">=",
-        other="patient_birthdate",
-        description=f"{column} is before the patient was born",
-    )
+    return not_before_birth(column, "patient_birthdate")
 
 
 ORGANIZATIONS = Dataset(
