@@ -222,6 +222,18 @@ def test_a_missing_bucket_is_one_line_naming_it(cli, endpoint: str, tmp_path: Pa
     assert "Traceback" not in result.output
 
 
+def test_a_missing_object_in_a_bucket_named_bucket_is_not_a_missing_bucket(
+    cli, s3, endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    name = f"clinic-bucket-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    result = cli("extract", "visits", f"s3://{name}/nothere.csv", "-o", tmp_path / "x.parquet")
+    assert result.exit_code == 3
+    assert f"s3://{name}/nothere.csv: object not found" in result.output
+    assert "bucket does not exist" not in result.output
+
+
 def test_an_object_deleted_between_listing_and_reading_fails_naming_it(
     s3, bucket: str, endpoint: str, tmp_path: Path
 ) -> None:

@@ -83,8 +83,10 @@ def open_decompressed(path: str, fs: AbstractFileSystem | None = None) -> IO[byt
 
 
 def missing_bucket(exc: BaseException) -> bool:
-    """The store said the bucket itself is not there (not merely a key under it)."""
-    return isinstance(exc, FileNotFoundError) and "bucket" in first_line(exc).lower()
+    """The store said the bucket itself is not there (S3's ``NoSuchBucket``), not merely a key
+    under it (whose message is the key's path, which may well hold the word "bucket")."""
+    text = first_line(exc).lower()
+    return isinstance(exc, FileNotFoundError) and ("bucket does not exist" in text or "nosuchbucket" in text)
 
 
 def remote_error(url: str, exc: BaseException) -> SourceError:
