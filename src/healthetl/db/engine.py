@@ -67,6 +67,26 @@ def create(url: str, *, must_exist: bool = False) -> Engine:
     return sa.create_engine(parsed, connect_args={"connect_timeout": 10}, pool_pre_ping=False)
 
 
+def create_read_only(url: str) -> Engine:
+    """An engine whose every connection may only read: SQLite opens the file read-only
+    (``mode=ro``: a missing file is an error, never created); PostgreSQL starts each session with
+    ``default_transaction_read_only``. For servers that answer reads (``healthetl serve``)."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise UsageError("a read-only database must be a file, not an in-memory SQLite database")
+        target = Path(database).resolve().as_uri().replace("file://", "file:", 1)
+        ro = parsed.set(database=target, query={"mode": "ro", "uri": "true"})
+        busy = float(os.environ.get("HEALTHETL_SQLITE_BUSY_TIMEOUT", "300"))
+        return sa.create_engine(ro, connect_args={"timeout": min(busy, 30.0)})
+    return sa.create_engine(
+        parsed,
+        connect_args={"connect_timeout": 10, "options": "-c default_transaction_read_only=on"},
+        pool_pre_ping=True,
+    )
+
+
 def check_connection(engine: Engine) -> None:
     try:
         with engine.connect() as conn:

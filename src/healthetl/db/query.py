@@ -9,7 +9,8 @@ never formatted into SQL.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -78,28 +79,13 @@ def run_query(
     if params and types:  # declared types; ad-hoc SQL leaves typing to the database
         stmt = stmt.bindparams(*[sa.bindparam(k, type_=_PARAM_TYPES[types.get(k, "text")]()) for k in params])
     try:
-        with engine.connect() as conn:
-            try:
-                if is_postgres(conn):
-                    conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                    if role:
-                        quoted = conn.dialect.identifier_preparer.quote(role)
-                        conn.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
-                    columns, rows = _postgres_single_statement(conn, stmt, params)
-                else:
-                    conn.exec_driver_sql("PRAGMA query_only = ON")
-                    raw = conn.connection.driver_connection
-                    raw.set_authorizer(sqlite_authorizer)  # type: ignore[union-attr]
-                    try:
-                        result = conn.execute(stmt, params)
-                        columns = list(result.keys()) if result.returns_rows else []
-                        rows = [tuple(r) for r in result] if result.returns_rows else []
-                    finally:
-                        raw.set_authorizer(None)  # type: ignore[union-attr]
-            finally:
-                conn.rollback()
-                if not is_postgres(conn):
-                    conn.exec_driver_sql("PRAGMA query_only = OFF")
+        with read_only(engine, role=role) as conn:
+            if is_postgres(conn):
+                columns, rows = _postgres_single_statement(conn, stmt, params)
+            else:
+                result = conn.execute(stmt, params)
+                columns = list(result.keys()) if result.returns_rows else []
+                rows = [tuple(r) for r in result] if result.returns_rows else []
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
         orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
         text = first_line(orig or exc)
@@ -116,6 +102,33 @@ def run_query(
     except sa.exc.ArgumentError as exc:
         raise UsageError(f"query failed: {exc}") from None
     return QueryResult(columns, rows)
+
+
+@contextmanager
+def read_only(engine: Engine, *, role: str | None = None) -> Iterator[sa.Connection]:
+    """A connection that may only read, for as long as the block runs: a read-only transaction
+    (optionally under ``role``) on PostgreSQL; ``PRAGMA query_only`` and an authorizer that
+    denies anything but reading on SQLite. Always rolled back at the end."""
+    with engine.connect() as conn:
+        try:
+            if is_postgres(conn):
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                if role:
+                    quoted = conn.dialect.identifier_preparer.quote(role)
+                    conn.exec_driver_sql(f"SET LOCAL ROLE {quoted}")
+                yield conn
+            else:
+                conn.exec_driver_sql("PRAGMA query_only = ON")
+                raw = conn.connection.driver_connection
+                raw.set_authorizer(sqlite_authorizer)  # type: ignore[union-attr]
+                try:
+                    yield conn
+                finally:
+                    raw.set_authorizer(None)  # type: ignore[union-attr]
+        finally:
+            conn.rollback()
+            if not is_postgres(conn):
+                conn.exec_driver_sql("PRAGMA query_only = OFF")
 
 
 def _postgres_single_statement(
