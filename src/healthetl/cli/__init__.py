@@ -9,7 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from healthetl import __version__, interrupts
-from healthetl.cli import db, extract, load, project, quarantine, query, render, run, state, validate
+from healthetl.cli import db, extract, load, project, quarantine, query, render, run, serve, state, validate
 from healthetl.errors import ExitCode, HealthetlError
 
 
@@ -100,10 +100,12 @@ app.command()(load.load)
 app.command()(run.run)
 app.command()(query.query)
 app.command()(state.report)
+app.command()(serve.serve)
 app.add_typer(db.app, name="db")
 app.add_typer(state.app, name="state")
 app.add_typer(project.dataset_app, name="dataset")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(serve.token_app, name="token")
 
 
 def main() -> None:

@@ -79,6 +79,15 @@ def configure_logging(log_file: str | None) -> None:
         log.addHandler(sh)
 
 
+def log_to_stderr() -> None:
+    """Log lines to stderr even on a terminal (a server's requests are its output)."""
+    if not any(getattr(h, "_healthetl_stderr", False) for h in log.handlers):
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%dT%H:%M:%S%z"))
+        sh._healthetl_stderr = True  # type: ignore[attr-defined]
+        log.addHandler(sh)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""

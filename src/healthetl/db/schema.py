@@ -188,3 +188,21 @@ etl_audit_log = sa.Table(
     comment="One row per table per batch: what the batch did to it.",
 )
 sa.Index("ix_etl_audit_log_run_id", etl_audit_log.c.run_id)
+
+api_access_log = sa.Table(
+    "api_access_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "token", sa.Text, nullable=False, comment="the token's name (`loopback`: no tokens configured)"
+    ),
+    sa.Column("client", sa.Text, nullable=True, comment="the client's address"),
+    sa.Column("method", sa.String(10), nullable=False),
+    sa.Column("endpoint", sa.Text, nullable=False, comment="the route, e.g. /datasets/{name}/rows"),
+    sa.Column("dataset", sa.Text, nullable=True),
+    sa.Column("rows", sa.BigInteger, nullable=False, comment="rows returned with identifying values"),
+    sa.Column("columns", sa.Text, nullable=False, comment="the identifying columns returned"),
+    comment="Every `healthetl serve` response that returned values of identifying columns.",
+)
+sa.Index("ix_api_access_log_at", api_access_log.c.at)

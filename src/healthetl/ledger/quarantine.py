@@ -72,15 +72,35 @@ LIST_COLUMNS = (
 )
 
 
-def rows(engine: Engine, which: Filter, *, limit: int | None = 100) -> tuple[int, list[dict[str, Any]]]:
-    """(how many match, the first ``limit`` of them) without the rows' values (``original``)."""
-    cols = [q.c[c] for c in LIST_COLUMNS]
-    query = sa.select(*cols).where(*which.where()).order_by(q.c.id)
+def rows(
+    engine: Engine,
+    which: Filter,
+    *,
+    limit: int | None = 100,
+    offset: int = 0,
+    original: bool = False,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, ``limit`` of them from ``offset``) without the rows' values unless
+    ``original`` (then parsed, as received: mask them with :func:`masked` before showing)."""
+    cols = [q.c[c] for c in LIST_COLUMNS] + ([q.c.original] if original else [])
+    query = sa.select(*cols).where(*which.where()).order_by(q.c.id).offset(offset or None)
     if limit:
         query = query.limit(limit)
     with engine.connect() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(q).where(*which.where())).scalar_one()
-        return int(total), [dict(r._mapping) for r in conn.execute(query)]
+        found = [dict(r._mapping) for r in conn.execute(query)]
+    if original:
+        for row in found:
+            row["original"] = json.loads(row["original"]) if row.get("original") else None
+    return int(total), found
+
+
+def masked(original: Any, visible: set[str]) -> Any:
+    """A row as received with every field but ``visible`` ones (declared, non-identifying)
+    masked."""
+    if not isinstance(original, dict):
+        return MASK if original is not None else None
+    return {k: (v if k in visible or v is None else MASK) for k, v in original.items()}
 
 
 def summary(engine: Engine, which: Filter) -> list[dict[str, Any]]:
@@ -115,13 +135,12 @@ def show(engine: Engine, row_id: int, catalog: Catalog, *, unmask: bool = False)
             out[key] = out[key].isoformat(timespec="seconds")
     original = json.loads(out["original"]) if out.get("original") else None
     if isinstance(original, dict) and not unmask:
-        visible = _visible_fields(catalog, str(out["dataset"]))
-        original = {k: (v if k in visible or v is None else MASK) for k, v in original.items()}
+        original = masked(original, visible_fields(catalog, str(out["dataset"])))
     out["original"] = original
     return out
 
 
-def _visible_fields(catalog: Catalog, dataset: str) -> set[str]:
+def visible_fields(catalog: Catalog, dataset: str) -> set[str]:
     """Field names (as received, before renames) of the dataset's non-identifying columns."""
     if dataset not in catalog.datasets:
         return set()
