@@ -507,6 +507,7 @@ def test_no_server_errors_against_its_own_openapi_document(tmp_path: Path) -> No
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its own files (.schemathesis/) stay out of the checkout
             env={**os.environ, "NO_COLOR": "1"},
         )
         log = server.log_text()
