@@ -44,6 +44,11 @@ COMMANDS = [
     ["quarantine", "show"],
     ["quarantine", "replay"],
     ["quarantine", "resolve"],
+    ["serve"],
+    ["token"],
+    ["token", "add"],
+    ["token", "list"],
+    ["token", "revoke"],
 ]
 
 
