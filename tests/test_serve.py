@@ -280,6 +280,9 @@ def test_scopes(served: tuple[Server, str]) -> None:
         == 403
     )
     assert server.get("/openapi.json", token=None).json()["info"]["title"] == "healthetl"
+    # CORS is off unless an origin is configured
+    browser = httpx.get(server.base + "/openapi.json", headers={"Origin": "https://dash.example.org"})
+    assert "access-control-allow-origin" not in browser.headers
 
 
 def test_datasets_and_named_queries(served: tuple[Server, str]) -> None:
@@ -322,7 +325,15 @@ DIRTY_PATIENTS = (
 def test_ingest_validates_quarantines_and_accounts(db_url: str, tmp_path: Path) -> None:
     load_medilink(tmp_path, db_url)
     before = scalar(db_url, "SELECT count(*) FROM medilink_patients")
-    with serving(tmp_path, db_url, "--max-body-mb", "1") as server:
+    cors = ("--cors-origin", "https://dash.example.org")
+    with serving(tmp_path, db_url, "--max-body-mb", "1", *cors) as server:
+        preflight = httpx.options(
+            server.base + "/stats",
+            headers={"Origin": "https://dash.example.org", "Access-Control-Request-Method": "GET"},
+        )
+        assert preflight.headers.get("access-control-allow-origin") == "https://dash.example.org"
+        other = httpx.get(server.base + "/openapi.json", headers={"Origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
         response = server.post(
             "/ingest/medilink?dataset=medilink_patients", DIRTY_PATIENTS.encode(), "text/csv"
         )

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from healthetl.catalog import Catalog
 from healthetl.config import Project
+from healthetl.db import migrate
 from healthetl.errors import HealthetlError, UsageError
 from healthetl.ledger.report import run_report
 from healthetl.pipeline.batch import load_batch
@@ -91,6 +92,7 @@ class Ingestor:
             ds = self.catalog.dataset(dataset)
             source = FileSource(str(body))
             try:
+                migrate.ensure_at_head(self.engine, self.catalog)
                 if p.datasets:
                     result = load_batch(
                         self.engine,
