@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -443,6 +444,25 @@ def test_health_is_503_when_the_database_is_down_or_not_migrated(tmp_path: Path)
         assert health.status_code == 503 and health.json()["status"] == "not_migrated"
 
 
+def test_health_is_503_while_a_declared_dataset_has_no_table(tmp_path: Path) -> None:
+    (tmp_path / "healthetl.toml").write_text(
+        '[[datasets]]\nname = "clinics"\nprimary_key = ["code"]\n'
+        '[datasets.columns]\ncode = { type = "text", required = true }\n',
+        encoding="utf-8",
+    )
+    url = f"sqlite:///{tmp_path / 'clinics.db'}"
+    upgraded = CliRunner().invoke(
+        app, ["db", "upgrade", "--config", str(tmp_path / "healthetl.toml"), "--db", url]
+    )
+    assert upgraded.exit_code == 0, upgraded.output
+    with serving(tmp_path, url) as server:
+        health = server.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "not_migrated"
+        assert "clinics" in health.json()["database"]["error"]
+        rows = server.get("/datasets/clinics/rows")
+        assert rows.status_code == 503 and "not migrated" in rows.json()["detail"]
+
+
 def test_listening_beyond_loopback_needs_tokens(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
     result = CliRunner().invoke(app, ["serve", "--host", "0.0.0.0", "--db", url])
@@ -567,3 +587,37 @@ def test_readme_documents_every_endpoint_and_its_examples_answer(tmp_path: Path)
                 if m == method and re.match(pattern, path):
                     documented.add((m, route))
     assert set(routes) == documented, f"endpoints without a README example: {set(routes) - documented}"
+
+
+def test_timestamp_filters_are_exact_to_the_second(db_url: str, tmp_path: Path) -> None:
+    """Ranges and equality on a timestamp column agree with comparing the values as datetimes,
+    also at the boundary (SQLite keeps timestamps as text)."""
+    shutil.copytree(REPO / "examples" / "fhir-bulk", tmp_path, dirs_exist_ok=True)
+    done = CliRunner().invoke(app, ["run", "--config", str(tmp_path / "healthetl.toml"), "--db", db_url])
+    assert done.exit_code == 0, done.output
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        table = sa.Table("fhir_encounter", sa.MetaData(), autoload_with=conn)
+        values = [v for (v,) in conn.execute(sa.select(table.c.period_start)) if v is not None]
+    engine.dispose()
+    values = [v if v.tzinfo else v.replace(tzinfo=UTC) for v in values]
+    assert len(values) >= 3
+    pivot = sorted(values)[len(values) // 2]
+    with serving(tmp_path, db_url) as server:
+        for op, expected in (
+            ("gte", sum(v >= pivot for v in values)),
+            ("gt", sum(v > pivot for v in values)),
+            ("lt", sum(v < pivot for v in values)),
+            ("lte", sum(v <= pivot for v in values)),
+        ):
+            body = server.get(
+                "/datasets/fhir_encounter/rows", **{f"period_start.{op}": pivot.isoformat()}
+            ).json()
+            assert body["total"] == expected, (op, pivot, body)
+        same = server.get("/datasets/fhir_encounter/rows", period_start=pivot.isoformat()).json()
+        assert same["total"] == sum(v == pivot for v in values) >= 1
+        # the same instant written in another offset is the same instant
+        shifted = pivot.astimezone(timezone(timedelta(hours=-5))).isoformat()
+        assert (
+            server.get("/datasets/fhir_encounter/rows", period_start=shifted).json()["total"] == same["total"]
+        )

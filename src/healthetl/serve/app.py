@@ -34,6 +34,7 @@ from healthetl.datasets.rules import describe
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.spec import Query as NamedQuery
 from healthetl.db import migrate
+from healthetl.db.drift import declaration_drift
 from healthetl.db.engine import mask_url
 from healthetl.db.query import coerce_params, read_only, run_query
 from healthetl.db.schema import api_access_log
@@ -84,6 +85,9 @@ class ApiError(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+_NOT_MIGRATED = (
+    "the database is not migrated for the project's datasets (see /health; `healthetl db upgrade`)"
+)
 _bearer = HTTPBearer(auto_error=False, description="a token made with `healthetl token add`")
 
 
@@ -338,13 +342,23 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.OperationalError)
     async def operational_error(_: Request, exc: sa.exc.OperationalError) -> JSONResponse:
-        log.warning("database error: %s", scrub(str(exc.orig or exc).splitlines()[0]))
-        return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+        text = str(exc.orig or exc).splitlines()[0]
+        log.warning("database error: %s", scrub(text))
+        detail = _NOT_MIGRATED if "no such table" in text else "the database is unavailable"
+        return JSONResponse({"detail": detail}, status_code=503)
 
     @app.exception_handler(psycopg.OperationalError)
     async def driver_error(_: Request, exc: psycopg.OperationalError) -> JSONResponse:
         log.warning("database error: %s", scrub(str(exc).splitlines()[0] if str(exc) else "unknown"))
         return JSONResponse({"detail": "the database is unavailable"}, status_code=503)
+
+    @app.exception_handler(sa.exc.ProgrammingError)
+    async def missing_table(_: Request, exc: sa.exc.ProgrammingError) -> JSONResponse:
+        """A declared dataset whose table the database does not have yet (PostgreSQL)."""
+        log.warning("database error: %s", scrub(str(exc.orig or exc).splitlines()[0]))
+        if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+            return JSONResponse({"detail": _NOT_MIGRATED}, status_code=503)
+        return JSONResponse({"detail": "internal error (see the server's log)"}, status_code=500)
 
     @app.exception_handler(HealthetlError)
     async def usage(_: Request, exc: HealthetlError) -> JSONResponse:
@@ -428,6 +442,11 @@ def _health(settings: Settings) -> JSONResponse:
             database["revision"] = list(migrate.current_revisions(conn))
             database["at_head"] = migrate.at_head(conn, settings.catalog)
         database["head"] = list(migrate.head_revisions(settings.catalog))
+        if database["at_head"]:  # the project's declared datasets: their tables as declared
+            drift = declaration_drift(settings.reader, settings.catalog, indexes=False)
+            database["at_head"] = not drift
+            if drift:
+                database["error"] = "the declared datasets differ from the database: " + "; ".join(drift)
         latest = runs.latest_per_pipeline(settings.reader) if database["at_head"] else []
     except (sa.exc.DBAPIError, psycopg.Error) as exc:
         orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc

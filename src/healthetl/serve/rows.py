@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from healthetl.datasets.spec import Column, Dataset
 from healthetl.db.query import read_only
 from healthetl.errors import HealthetlError, UsageError
+from healthetl.ledger.watermarks import canonical
 
 MASK = "***"
 MAX_PAGE_SIZE = 1000
@@ -183,11 +184,10 @@ def key_columns(dataset: Dataset) -> list[str]:
     return [dataset.generated_id] if dataset.generated_id else list(dataset.primary_key)
 
 
-def _where(table: sa.Table, dataset: Dataset, q: RowQuery) -> list[sa.ColumnElement[bool]]:
+def _where(table: sa.Table, dataset: Dataset, q: RowQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     out: list[sa.ColumnElement[bool]] = []
     for column, op, value in q.filters:
-        col = table.c[column.name]
-        out.append(getattr(col, RANGE_OPS[op])(value) if op else col == value)
+        out.append(_compare(table, column, op, value, dialect))
     if q.search is not None:
         needle = q.search.lower()
         out.append(
@@ -198,9 +198,17 @@ def _where(table: sa.Table, dataset: Dataset, q: RowQuery) -> list[sa.ColumnElem
     return out
 
 
+def _compare(table: sa.Table, column: Column, op: str, value: Any, dialect: str) -> sa.ColumnElement[bool]:
+    col: sa.ColumnElement[Any] = table.c[column.name]
+    if dialect == "sqlite" and column.type == "timestamp":
+        # SQLite keeps timestamps as text in one canonical UTC form: compare in that form
+        col, value = sa.type_coerce(col, sa.Text), canonical(value)
+    return getattr(col, RANGE_OPS[op])(value) if op else col == value  # type: ignore[no-any-return]
+
+
 def fetch(engine: Engine, table: sa.Table, dataset: Dataset, q: RowQuery, *, phi: bool) -> Page:
     """One page of rows and the total the filters match, read in one read-only transaction."""
-    where = _where(table, dataset, q)
+    where = _where(table, dataset, q, engine.dialect.name)
     order = [table.c[name].desc() if desc else table.c[name].asc() for name, desc in q.order]
     order += [table.c[name].asc() for name in key_columns(dataset) if name not in {n for n, _ in q.order}]
     stmt = sa.select(table).where(*where).order_by(*order)
@@ -222,7 +230,11 @@ def one(engine: Engine, table: sa.Table, dataset: Dataset, key: str, *, phi: boo
     columns = [filterable(dataset)[n] for n in names]
     if any(c.identifying for c in columns) and not phi:
         raise NeedsScope("phi", f"finding rows by {', '.join(names)} (identifying) needs the 'phi' scope")
-    where = [table.c[c.name] == convert(c, part, "key") for c, part in zip(columns, parts, strict=True)]
+    dialect = engine.dialect.name
+    where = [
+        _compare(table, c, "", convert(c, part, "key"), dialect)
+        for c, part in zip(columns, parts, strict=True)
+    ]
     with read_only(engine) as conn:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(table).where(*where).limit(1))]
     return _page(len(rows), rows, dataset, phi=phi)
