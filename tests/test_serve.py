@@ -621,3 +621,30 @@ def test_timestamp_filters_are_exact_to_the_second(db_url: str, tmp_path: Path) 
         assert (
             server.get("/datasets/fhir_encounter/rows", period_start=shifted).json()["total"] == same["total"]
         )
+
+
+def test_ingest_into_a_pipeline_that_replaces_its_table_must_say_so(
+    vip_project: Path, tmp_path: Path
+) -> None:
+    """A body is not a whole table: a `replace` pipeline takes ingests with ?mode=merge|append, or
+    ?mode=replace said outright."""
+    url = f"sqlite:///{tmp_path / 'clinic.db'}"
+    done = CliRunner().invoke(app, ["run", "--config", str(vip_project), "--db", url])
+    assert done.exit_code == 0, done.output
+    before = int(scalar(url, "SELECT count(*) FROM appointments"))  # type: ignore[call-overload]
+    doctor = scalar(url, "SELECT doctor_id FROM doctors ORDER BY doctor_id LIMIT 1")
+    header = "booking_id,patient_id,doctor_id,booking_date,status\n"
+    body = f"{header}900001,7,{doctor},2025-10-20,confirmed\n".encode()
+    with serving(vip_project.parent, url) as server:
+        refused = server.post("/ingest/appointments", body, "text/csv")
+        assert refused.status_code == 422 and "?mode=" in refused.json()["detail"]
+        assert scalar(url, "SELECT count(*) FROM appointments") == before
+        merged = server.post("/ingest/appointments?mode=merge", body, "text/csv")
+        assert merged.status_code == 200, merged.text
+        assert merged.json()["run"]["mode"] == "merge"
+        assert scalar(url, "SELECT count(*) FROM appointments") == before + 1
+        bad_mode = server.post("/ingest/appointments?mode=upsert", body, "text/csv")
+        assert bad_mode.status_code == 422 and bad_mode.json()["detail"][0]["loc"] == ["query", "mode"]
+        replaced = server.post("/ingest/appointments?mode=replace", body, "text/csv")
+        assert replaced.status_code == 200, replaced.text
+        assert scalar(url, "SELECT count(*) FROM appointments") == 1

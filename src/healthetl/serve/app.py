@@ -293,14 +293,18 @@ def _ingest(app: FastAPI, settings: Settings) -> None:
         dataset: Annotated[
             str | None, Query(description="the dataset, for a pipeline of several datasets")
         ] = None,
+        mode: Annotated[
+            Literal["append", "merge", "replace"] | None,
+            Query(description="load mode (default: the pipeline's; `replace` must be asked for)"),
+        ] = None,
     ) -> JSONResponse:
         if pipeline not in {p.name for p in settings.project.pipelines}:
             raise ApiError(404, f"no pipeline {pipeline!r}")
-        chosen = ingestor.dataset_for(pipeline, dataset)
+        chosen, load_mode = ingestor.plan(pipeline, dataset, mode)
         suffix = _suffix(request)
         body = await _spool(request, pipeline, suffix, settings.max_body)
         try:
-            done = await run_in_threadpool(ingestor.ingest, pipeline, chosen, body.path)
+            done = await run_in_threadpool(ingestor.ingest, pipeline, chosen, load_mode, body.path)
         finally:
             body.remove()
         return _ingested(done)

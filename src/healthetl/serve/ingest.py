@@ -24,7 +24,6 @@ from healthetl.config import Project
 from healthetl.db import migrate
 from healthetl.errors import HealthetlError, UsageError
 from healthetl.ledger.report import run_report
-from healthetl.pipeline.batch import load_batch
 from healthetl.pipeline.load import load
 from healthetl.results import LoadResult, ProgressEvent
 from healthetl.sources.base import FileSource
@@ -60,22 +59,35 @@ class Ingestor:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def dataset_for(self, pipeline: str, dataset: str | None) -> str:
-        """The dataset the body holds: the pipeline's own, or (a pipeline of several datasets)
-        the one named by ``?dataset=``."""
+    def plan(self, pipeline: str, dataset: str | None, mode: str | None) -> tuple[str, str]:
+        """(dataset, load mode) of an ingest: the pipeline's own dataset or, for a pipeline of
+        several, the one named by ``?dataset=``; the pipeline's mode unless ``?mode=`` says
+        otherwise. A mode that replaces the table must be asked for: a request body would
+        otherwise become the whole table."""
         p = self.project.pipeline(pipeline)
         if not p.datasets:
             if dataset is not None and dataset != p.dataset:
                 raise UsageError(f"pipeline {pipeline} loads dataset {p.dataset}, not {dataset}")
-            return p.dataset
-        if dataset is None or dataset not in p.datasets:
+            chosen = p.dataset
+        elif dataset is None or dataset not in p.datasets:
             raise UsageError(
                 f"pipeline {pipeline} loads several datasets: say which with ?dataset= "
                 f"({', '.join(p.datasets)})"
             )
-        return dataset
+        else:
+            chosen = dataset
+        ds = self.catalog.dataset(chosen)
+        default = (p.mode if not p.datasets else None) or ds.default_mode
+        if mode is None and default == "replace":
+            raise UsageError(
+                f"pipeline {pipeline} replaces {ds.table} on every load, so this body would become the "
+                "whole table: send ?mode=merge (or append) to add rows, or ?mode=replace to confirm"
+            )
+        if mode in ("merge",) and not ds.primary_key:
+            raise UsageError(f"dataset {ds.name} has no primary key to merge on: use ?mode=append")
+        return chosen, mode or default
 
-    def ingest(self, pipeline: str, dataset: str, body: Path) -> Ingested:
+    def ingest(self, pipeline: str, dataset: str, mode: str, body: Path) -> Ingested:
         """Load the body file; the run's report (from the ledger) whether it loaded or not."""
         with self._guard:
             lock = self._locks.setdefault(pipeline, threading.Lock())
@@ -89,32 +101,19 @@ class Ingestor:
 
         try:
             p = self.project.pipeline(pipeline)
-            ds = self.catalog.dataset(dataset)
-            source = FileSource(str(body))
             try:
                 migrate.ensure_at_head(self.engine, self.catalog)
-                if p.datasets:
-                    result = load_batch(
-                        self.engine,
-                        [(ds, [source])],
-                        p.options,
-                        pipeline=p.name,
-                        catalog=self.catalog,
-                        command="ingest",
-                        progress=progress,
-                    )
-                else:
-                    result = load(
-                        self.engine,
-                        ds,
-                        [source],
-                        p.options,
-                        catalog=self.catalog,
-                        mode=p.mode,
-                        pipeline=p.name,
-                        command="ingest",
-                        progress=progress,
-                    )
+                result = load(
+                    self.engine,
+                    self.catalog.dataset(dataset),
+                    [FileSource(str(body))],
+                    p.options,
+                    catalog=self.catalog,
+                    mode=mode,
+                    pipeline=p.name,
+                    command="ingest",
+                    progress=progress,
+                )
             except HealthetlError as exc:
                 run_id = run_ids[0] if run_ids else None
                 return Ingested(run_id, None, exc, self._report(run_id))
