@@ -114,3 +114,25 @@ def test_wheel_runs_the_quick_start(wheel_env: Path, tmp_path: Path) -> None:
         env=_env(),
     )
     assert out.returncode == 0 and len(out.stdout.splitlines()) == 6
+
+
+def test_wheel_serves_the_loaded_example(wheel_env: Path, tmp_path: Path) -> None:
+    """`pip install "healthetl[serve]"` then `healthetl serve` over the loaded Medilink example,
+    from the installed wheel (its migrations included)."""
+    from tests.test_serve import serving
+
+    shutil.copytree(REPO / "examples" / "medilink", tmp_path, dirs_exist_ok=True)
+    cli = wheel_env / "bin" / "healthetl"
+    url = f"sqlite:///{tmp_path / 'medilink.db'}"
+    done = subprocess.run(
+        [str(cli), "run", "--config", "healthetl.toml", "--db", url],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(),
+    )
+    assert done.returncode == 0, done.stderr
+    with serving(tmp_path, url, exe=cli) as server:
+        assert server.get("/health").json()["status"] == "ok"
+        rows = server.get("/datasets/medilink_facilities/rows", state="LAGOS").json()
+        assert rows["total"] >= 1 and {r["state"] for r in rows["rows"]} == {"LAGOS"}

@@ -64,10 +64,12 @@ class Server:
 
 
 @contextmanager
-def serving(folder: Path, url: str, *extra: str, with_tokens: bool = True) -> Iterator[Server]:
+def serving(
+    folder: Path, url: str, *extra: str, with_tokens: bool = True, exe: Path = HEALTHETL
+) -> Iterator[Server]:
     """``healthetl serve`` in a subprocess until the block ends; waits (bounded) until it answers."""
     secrets: dict[str, str] = {}
-    args = [str(HEALTHETL), "serve", "--config", str(folder / "healthetl.toml"), "--db", url]
+    args = [str(exe), "serve", "--config", str(folder / "healthetl.toml"), "--db", url]
     if with_tokens:
         token_file = folder / f"tokens-{uuid.uuid4().hex[:6]}.toml"
         secrets = {name: tokens.add(token_file, name, scopes) for name, scopes in SCOPES.items()}
@@ -281,6 +283,8 @@ def test_scopes(served: tuple[Server, str]) -> None:
         == 403
     )
     assert server.get("/openapi.json", token=None).json()["info"]["title"] == "healthetl"
+    docs = server.get("/docs", token=None)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
     # CORS is off unless an origin is configured
     browser = httpx.get(server.base + "/openapi.json", headers={"Origin": "https://dash.example.org"})
     assert "access-control-allow-origin" not in browser.headers
