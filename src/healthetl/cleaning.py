@@ -238,6 +238,19 @@ def standardise_phone(s: pd.Series, country_code: str | None = None) -> pd.Serie
     return canonical.where(canonical.notna(), s).astype("str")
 
 
+def standardise_code(s: pd.Series, canonical: Callable[[str], str | None]) -> pd.Series:
+    """A clinical identifier or code in its stored form (:mod:`healthetl.codes`); a value that
+    cannot be read stays as received, for the type's check to report."""
+    s = blank_to_na(s)
+    found = _per_distinct(s, canonical)
+    return found.where(found.notna(), s).astype("str")
+
+
+def is_code(s: pd.Series, canonical: Callable[[str], str | None]) -> pd.Series:
+    """True where the value is a valid code in its stored form."""
+    return _per_distinct(s, lambda v: canonical(v) == v).fillna(False).astype(bool)
+
+
 def is_phone(s: pd.Series) -> pd.Series:
     """True where the value is a valid number in the canonical form ``standardise_phone`` writes."""
     return _per_distinct(s, lambda v: _canonical_phone(v, None) == v).fillna(False).astype(bool)

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from healthetl.codes import IDENTIFYING_TYPES
 from healthetl.config import LOAD_MODES, SEVERITIES, Project
 from healthetl.datasets import plugins
 from healthetl.datasets.nesting import Child, Nested
@@ -190,6 +191,10 @@ def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
     ctype = spec.get("type", "text")
     if ctype not in COLUMN_TYPES:
         raise ConfigError(f"{where}: type must be one of {', '.join(COLUMN_TYPES)}")
+    if ctype == "mrn" and spec.get("pattern") is None:
+        raise ConfigError(
+            f"{where}: type mrn needs the pattern your record numbers follow, e.g. pattern = 'MRN[0-9]{{7}}'"
+        )
     vocabulary: dict[str, tuple[str, ...]] | None = None
     if "allowed" in spec:
         vocabulary = {str(v): () for v in spec["allowed"]}
@@ -212,7 +217,8 @@ def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
         name=name,
         type=ctype,
         required=bool(spec.get("required", False)),
-        identifying=bool(spec.get("identifying", False)),
+        # an SSN or a record number identifies a person unless the declaration says otherwise
+        identifying=bool(spec.get("identifying", ctype in IDENTIFYING_TYPES)),
         vocabulary=vocabulary,
         references=refs,
         date_window=tuple(window) if window else None,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from healthetl import cleaning
+from healthetl import cleaning, codes
 from healthetl.datasets.keys import KeyTracker, key_series
 from healthetl.datasets.spec import Column, Compare, Dataset
 
@@ -22,6 +22,11 @@ def key_lookup(known: pd.Index) -> Callable[[pd.Series], pd.Series]:
         return pd.Series(keys.get_indexer(values) >= 0, index=values.index)
 
     return check
+
+
+def _code_check(kind: str) -> Callable[[pd.Series], pd.Series]:
+    canonical = codes.CANONICAL[kind]
+    return lambda s: cleaning.is_code(s, canonical) | s.isna()
 
 
 TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
@@ -57,6 +62,7 @@ TYPE_CHECKS: dict[str, tuple[str, str, Callable[[pd.Series], pd.Series]]] = {
         "phone_country_code)",
         lambda s: cleaning.is_phone(s) | s.isna(),
     ),
+    **{kind: (rule, template, _code_check(kind)) for kind, (rule, template) in codes.RULES.items()},
 }
 
 

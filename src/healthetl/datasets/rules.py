@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from healthetl import cleaning
+from healthetl import cleaning, codes
 from healthetl.config import PipelineOptions
 from healthetl.datasets import predicates
 from healthetl.datasets.keys import KeyTracker
@@ -293,6 +293,8 @@ _TYPE_RULE = {
     "boolean": "boolean",
     "date": "date",
     "timestamp": "timestamp",
+    "phone": "phone",
+    **{kind: rule for kind, (rule, _) in codes.RULES.items()},
 }
 
 

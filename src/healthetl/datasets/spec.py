@@ -19,7 +19,27 @@ from typing import Any, Literal
 
 import pandas as pd
 
-ColumnType = Literal["integer", "float", "decimal", "boolean", "text", "date", "timestamp", "phone"]
+from healthetl.codes import CODE_TYPES
+
+ColumnType = Literal[
+    "integer",
+    "float",
+    "decimal",
+    "boolean",
+    "text",
+    "date",
+    "timestamp",
+    "phone",
+    # clinical identifiers and codes (healthetl.codes), stored as text
+    "npi",
+    "icd10cm",
+    "loinc",
+    "snomed",
+    "us_zip",
+    "us_ssn",
+    "mrn",
+    "e164_phone",
+]
 COLUMN_TYPES: tuple[str, ...] = (
     "integer",
     "float",
@@ -29,6 +49,7 @@ COLUMN_TYPES: tuple[str, ...] = (
     "date",
     "timestamp",
     "phone",
+    *CODE_TYPES,
 )
 Severity = Literal["error", "warning"]
 

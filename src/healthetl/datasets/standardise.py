@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from healthetl import cleaning
+from healthetl import cleaning, codes
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import (
     Column,
@@ -124,6 +124,8 @@ def _standardise_column(
         return cleaning.standardise_timestamp(s, options.timezone, options.date_order)
     if col.type == "phone":
         return cleaning.standardise_phone(s, options.phone_country_code)
+    if col.type in codes.CANONICAL:
+        return cleaning.standardise_code(s, codes.CANONICAL[col.type])
     if col.name in aliases:
         return cleaning.standardise_vocabulary(s, aliases[col.name])
     return cleaning.blank_to_na(s)

@@ -8,6 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from healthetl.codes import CODE_TYPES
 from healthetl.datasets.spec import (
     Dataset,
 )
@@ -21,6 +22,7 @@ SA_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "date": sa.Date,
     "timestamp": lambda: sa.DateTime(timezone=True),
     "phone": sa.Text,
+    **dict.fromkeys(CODE_TYPES, sa.Text),
 }
 
 

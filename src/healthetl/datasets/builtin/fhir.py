@@ -488,7 +488,7 @@ PRACTITIONERS = _resource(
     "fhir_practitioner",
     "FHIR Practitioner resources.",
     columns=(
-        Column("npi", "text", description=f"identifier[system={NPI}].value"),
+        Column("npi", "npi", description=f"identifier[system={NPI}].value"),
         Column("active", "boolean"),
         Column("family", "text"),
         Column("given", "text"),

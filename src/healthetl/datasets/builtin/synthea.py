@@ -53,7 +53,7 @@ ORGANIZATIONS = Dataset(
         Column("name", "text", required=True),
         Column("city", "text"),
         Column("state", "text"),
-        Column("zip", "text", pattern=r"[0-9]{5}(?:-?[0-9]{4})?", description="ZIP or ZIP+4"),
+        Column("zip", "us_zip", description="ZIP or ZIP+4"),
     ),
 )
 
@@ -93,7 +93,7 @@ PATIENTS = Dataset(
         Column("city", "text"),
         Column("county", "text"),
         Column("state", "text"),
-        Column("zip", "text", pattern=r"[0-9]{5}(?:-?[0-9]{4})?", description="ZIP or ZIP+4"),
+        Column("zip", "us_zip", description="ZIP or ZIP+4"),
     ),
     compares=(
         Compare(
