@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from healthetl.cli import app
+from tests.browser import browser  # noqa: F401 (the fixture, for every test module)
 
 DATA = Path(__file__).parent / "data"
 VIP = DATA / "vip-healthtech"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import render_page
 from tests.conftest import REPO
 
 EXAMPLES = sorted(p.parent.name for p in (REPO / "examples").glob("*/healthetl.toml"))
@@ -49,10 +50,29 @@ def served(name: str, tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.parametrize("name", EXAMPLES)
-def test_example_runs(cli, name: str, tmp_path: Path) -> None:
+def test_example_runs(cli, browser, name: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     db = f"sqlite:///{tmp_path / 'example.db'}"
     with served(name, tmp_path) as config:
         _runs(cli, config, db)
+        _html_report(cli, browser, config, db, tmp_path)
+
+
+def _html_report(cli, browser, config: Path, db: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The example's HTML data-quality report, as headless Chromium renders it: charts drawn,
+    nothing fetched."""
+    page = tmp_path / "report.html"
+    result = cli("report", "--html", page, "--config", config, "--db", db)
+    assert result.exit_code == 0, result.output
+    assert page.stat().st_size < 1024 * 1024
+    shown = render_page(browser, page)
+    assert shown.requests == [page.resolve().as_uri()], "the report fetched something"
+    assert {"Summary by data-quality category", "Row accounting", "Check history", "Freshness"} <= set(
+        shown.headings
+    )
+    assert shown.charts, "no chart rendered"
+    for chart in shown.charts:
+        assert chart["width"] > 100 and chart["height"] > 10, chart
+        assert chart["shapes"] > 0 and chart["ink"] > 0.01, chart
 
 
 def _runs(cli, config: Path, db: str) -> None:  # type: ignore[no-untyped-def]

@@ -248,12 +248,12 @@ def standardise_code(s: pd.Series, canonical: Callable[[str], str | None]) -> pd
 
 def is_code(s: pd.Series, canonical: Callable[[str], str | None]) -> pd.Series:
     """True where the value is a valid code in its stored form."""
-    return _per_distinct(s, lambda v: canonical(v) == v).fillna(False).astype(bool)
+    return _per_distinct(s, lambda v: canonical(v) == v).eq(True)
 
 
 def is_phone(s: pd.Series) -> pd.Series:
     """True where the value is a valid number in the canonical form ``standardise_phone`` writes."""
-    return _per_distinct(s, lambda v: _canonical_phone(v, None) == v).fillna(False).astype(bool)
+    return _per_distinct(s, lambda v: _canonical_phone(v, None) == v).eq(True)
 
 
 def lookup_key(s: pd.Series) -> pd.Series:

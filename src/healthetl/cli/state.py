@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
+from healthetl.errors import UsageError
 from healthetl.ledger import audit as ledger_audit
 from healthetl.ledger import dq, watermarks
 from healthetl.ledger import report as ledger_report
@@ -177,16 +179,43 @@ def report(
         str | None, typer.Option("--pipeline", "-p", help="Only this pipeline.", show_default=False)
     ] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | json")] = "table",
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            help="Write a self-contained HTML data-quality report (charts, check history, freshness, drift).",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Every run started on or after this date (YYYY-MM-DD).", show_default=False),
+    ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Row accounting and failed rules of runs (default: --last), or --checks history."""
     check_format(fmt, ("table", "json"))
-    engine = open_database(db, config, must_exist=True, at_head=True).db
+    if sum((run_id is not None, since is not None, last)) > 1:
+        raise UsageError("give one of --last, --run-id and --since")
+    session = open_database(db, config, must_exist=True, at_head=True)
+    engine = session.db
+    if html is not None:
+        from healthetl import htmlreport
+
+        started = _since(since)
+        page = htmlreport.collect(engine, session.catalog, pipeline=pipeline, run_id=run_id, since=started)
+        if run_id is not None and not page.runs:
+            raise UsageError(f"no run {run_id!r} in the ledger", hint="see `healthetl state runs`")
+        size = htmlreport.write(html, page)
+        render.info(f"wrote {html} ({size / 1024:,.0f} KiB, {len(page.runs)} run(s))")
+        return
     if checks:
         _checks_history(dq.history(engine, pipeline), fmt)
         return
     del last  # --last is the default view; the flag documents intent in scripts
+    if since is not None:
+        raise UsageError("--since goes with --html (the terminal report shows --last or --run-id)")
     found = ledger_report.run_report(engine, run_id=run_id, pipeline=pipeline)
     if fmt == "json":
         render.document(found.to_json())
@@ -237,3 +266,12 @@ AUDIT_COLUMNS = [
 TABLES_WRITTEN = [c for c in AUDIT_COLUMNS if c not in ("pipeline", "started_at", "finished_at")]
 FAILED_RULES = ["run_id", "column_name", "rule", "severity", "failures"]
 QUALITY_CHECKS = ["run_id", "check_name", "column_name", "severity", "observed", "threshold", "passed"]
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        raise UsageError(f"--since must be a date YYYY-MM-DD, not {value!r}") from None

@@ -225,3 +225,37 @@ def settle(conn: sa.Connection, run_id: str, passed: list[int], failed: list[int
                 .where(q.c.id.in_(ids[start : start + 1000]))
                 .values(status=status, resolved_by=run_id, resolved_at=now)
             )
+
+
+def examples(engine: Engine, run_ids: list[str], per_rule: int = 3) -> list[dict[str, Any]]:
+    """The first ``per_rule`` rejected rows of each run, column and rule (row as received,
+    parsed: mask it with :func:`masked` before showing)."""
+    if not run_ids:
+        return []
+    n = (
+        sa.func.row_number()
+        .over(partition_by=(q.c.run_id, q.c.column_name, q.c.rule), order_by=q.c.id)
+        .label("n")
+    )
+    ranked = (
+        sa.select(
+            q.c.id,
+            q.c.run_id,
+            q.c.dataset,
+            q.c.source_file,
+            q.c.source_row,
+            q.c.column_name,
+            q.c.rule,
+            q.c.reason,
+            q.c.original,
+            n,
+        )
+        .where(q.c.run_id.in_(run_ids))
+        .subquery()
+    )
+    query = sa.select(ranked).where(ranked.c.n <= per_rule).order_by(ranked.c.id)
+    with engine.connect() as conn:
+        found = [dict(r._mapping) for r in conn.execute(query)]
+    for row in found:
+        row["original"] = json.loads(row["original"]) if row.get("original") else None
+    return found

@@ -111,8 +111,11 @@ def runs(
     pipeline: str | None = None,
     limit: int | None = 50,
     run_id: str | None = None,
+    since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     q = sa.select(etl_runs).order_by(etl_runs.c.started_at.desc(), etl_runs.c.run_id.desc())
+    if since is not None:
+        q = q.where(etl_runs.c.started_at >= since)
     if pipeline:
         q = q.where(etl_runs.c.pipeline == pipeline)
     if run_id:
