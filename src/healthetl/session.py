@@ -66,10 +66,12 @@ def options_for(
     chosen = None
     if pipeline:
         chosen = project.pipeline(pipeline)
-        if chosen.dataset != dataset.name:
-            raise UsageError(f"pipeline {pipeline!r} loads dataset {chosen.dataset!r}, not {dataset.name!r}")
+        if chosen.dataset != dataset.name and dataset.name not in chosen.datasets:
+            loads = ", ".join(chosen.datasets) if chosen.datasets else chosen.dataset
+            raise UsageError(f"pipeline {pipeline!r} loads {loads}, not {dataset.name!r}")
     else:
-        matching = [p for p in project.pipelines if p.dataset == dataset.name]
+        # a pipeline of this dataset alone, or one that loads it with others (an inbox batch)
+        matching = [p for p in project.pipelines if p.dataset == dataset.name or dataset.name in p.datasets]
         if len(matching) == 1:
             chosen = matching[0]
     options = chosen.options if chosen else PipelineOptions()

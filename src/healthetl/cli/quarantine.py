@@ -17,6 +17,7 @@ from healthetl.cli.common import (
     options_for,
 )
 from healthetl.errors import ExitCode
+from healthetl.ledger import access
 from healthetl.ledger import quarantine as lib
 from healthetl.pipeline import replay as replaying
 
@@ -63,10 +64,13 @@ def list_rows(
 @app.command("show")
 def show(
     row_id: Annotated[int, typer.Argument(help="The quarantine row's id (see `quarantine list`).")],
-    unmask: Annotated[
+    show_identifying: Annotated[
         bool,
         typer.Option(
-            "--unmask", help="Show identifying and undeclared fields of the row too (they are masked)."
+            "--show-identifying",
+            "--unmask",
+            help="Show identifying and undeclared fields of the row too (masked otherwise); the access "
+            "is recorded in api_access_log and logged.",
         ),
     ] = False,
     db: DbOption = None,
@@ -75,7 +79,21 @@ def show(
     """One quarantine record with the row as received; identifying fields, and fields the dataset
     does not declare, masked by default."""
     session = open_database(db, config, must_exist=True, at_head=True)
-    render.document(lib.show(session.db, row_id, session.catalog, unmask=unmask))
+    record = lib.show(session.db, row_id, session.catalog, unmask=show_identifying)
+    if show_identifying:
+        who = access.cli_user()
+        access.record(
+            session.db,
+            who=who,
+            endpoint="quarantine show --show-identifying",
+            dataset=str(record["dataset"]),
+            rows=1,
+            columns=["original"],
+        )
+        render.warn(
+            f"quarantine row {row_id}: identifying values shown to {who} (recorded in api_access_log)"
+        )
+    render.document(record)
 
 
 @app.command("replay")

@@ -221,6 +221,17 @@ class Dataset:
         raise KeyError(name)
 
     @property
+    def visible_fields(self) -> set[str]:
+        """The fields of a row as received that may be shown: the declared columns that identify
+        no one, under their own names and the source names renamed to them. Everything else
+        (identifying columns, fields the dataset does not declare) is masked wherever a row is
+        shown outside its table."""
+        from healthetl.sources.frames import normalise_name
+
+        visible = {c.name for c in self.columns if not c.identifying}
+        return visible | {normalise_name(src) for src, target in self.renames.items() if target in visible}
+
+    @property
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 

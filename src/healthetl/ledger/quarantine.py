@@ -21,7 +21,6 @@ from sqlalchemy.engine import Engine
 from healthetl.catalog import Catalog
 from healthetl.db.schema import quarantine as q
 from healthetl.errors import UsageError
-from healthetl.sources import normalise_name
 
 STATUSES = ("open", "replayed", "superseded", "resolved")
 MASK = "***"
@@ -100,7 +99,32 @@ def masked(original: Any, visible: set[str]) -> Any:
     masked."""
     if not isinstance(original, dict):
         return MASK if original is not None else None
-    return {k: (v if k in visible or v is None else MASK) for k, v in original.items()}
+    return {k: (v if k in visible or v is None or k == MASKED_MARK else MASK) for k, v in original.items()}
+
+
+#: in a row as received: it was written masked (a rejects file), so it cannot be replayed
+MASKED_MARK = "_healthetl_masked"
+
+
+def masked_json(original: str | None, visible: set[str]) -> str | None:
+    """A row as received (JSON) with its identifying and undeclared fields masked and marked
+    so: what a rejects file holds."""
+    if not original:
+        return original
+    try:
+        row = json.loads(original)
+    except json.JSONDecodeError:
+        return json.dumps({MASKED_MARK: True})
+    if not isinstance(row, dict):
+        return json.dumps({MASKED_MARK: True})
+    hidden = dict(masked(row, visible))
+    if hidden != row:
+        hidden[MASKED_MARK] = True
+    return json.dumps(hidden, ensure_ascii=False)
+
+
+def is_masked(original: str | None) -> bool:
+    return bool(original) and MASKED_MARK in str(original)
 
 
 def summary(engine: Engine, which: Filter) -> list[dict[str, Any]]:
@@ -142,11 +166,7 @@ def show(engine: Engine, row_id: int, catalog: Catalog, *, unmask: bool = False)
 
 def visible_fields(catalog: Catalog, dataset: str) -> set[str]:
     """Field names (as received, before renames) of the dataset's non-identifying columns."""
-    if dataset not in catalog.datasets:
-        return set()
-    ds = catalog.dataset(dataset)
-    visible = {c.name for c in ds.columns if not c.identifying}
-    return visible | {normalise_name(src) for src, target in ds.renames.items() if target in visible}
+    return catalog.datasets[dataset].visible_fields if dataset in catalog.datasets else set()
 
 
 def resolve(engine: Engine, which: Filter, note: str) -> int:

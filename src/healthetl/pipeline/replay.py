@@ -58,12 +58,13 @@ def replay(
     def body(conn: sa.Connection) -> None:
         nonlocal unreplayable
         chosen = quarantine.candidates(conn, dataset.name, which)
-        todo = [c for c in chosen if c.original is not None]
+        # a row quarantined from a rejects file was stored masked: its source must be loaded again
+        todo = [c for c in chosen if c.original is not None and not quarantine.is_masked(c.original)]
         unreplayable = len(chosen) - len(todo)
         if not todo:
             raise UsageError(
                 f"no open quarantined rows of {dataset.name} to replay"
-                + (f" ({unreplayable} without a stored row)" if unreplayable else "")
+                + (f" ({unreplayable} without a stored row, or stored masked)" if unreplayable else "")
             )
         _replay_into(conn, dataset, catalog, options, todo, result, mode, progress)
 

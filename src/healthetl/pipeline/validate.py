@@ -18,6 +18,7 @@ from healthetl.datasets.spec import Dataset
 from healthetl.datasets.standardise import LookupTable
 from healthetl.errors import HealthetlError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
+from healthetl.ledger import quarantine
 from healthetl.pipeline.extract import frames_from
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.validator import Validator
@@ -47,6 +48,7 @@ def validate(
     writer = partial(open_writer, inputs=(source,), csv_safe=csv_safe)
     clean_writer = writer(clean_output) if clean_output else None
     rejects_writer = writer(rejects_output) if rejects_output else None
+    visible = dataset.visible_fields
     # an Arrow stream is the format between stages: rejected rows travel in it, marked, so
     # the `load` at the end of a pipe quarantines and counts them
     carry = clean_writer is not None and clean_writer.kind == "arrow"
@@ -57,7 +59,7 @@ def validate(
             if clean_writer is not None:
                 clean_writer.write(with_rejected(batch.clean, batch.failures) if carry else batch.clean)
             if rejects_writer is not None and not batch.failures.empty:
-                rejects_writer.write(batch.failures.astype({"source_row": "int64"}))
+                rejects_writer.write(_masked(batch.failures, visible).astype({"source_row": "int64"}))
         if rejects_writer is not None and rejects_writer.rows == 0:
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in FAILURE_COLUMNS})
             rejects_writer.write(empty.astype({"source_row": "int64"}))
@@ -96,3 +98,12 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise HealthetlError(f"{path}: cannot write report ({exc.strerror or exc})") from None
+
+
+def _masked(failures: pd.DataFrame, visible: set[str]) -> pd.DataFrame:
+    """A rejects file holds each row as received with its identifying and undeclared fields
+    masked (and marked so: such a row cannot be replayed from the quarantine; load its source
+    again). The unmasked row is kept only by a load, in the quarantine table."""
+    distinct = failures["original"].dropna().unique()
+    hidden = {o: quarantine.masked_json(str(o), visible) for o in distinct}
+    return failures.assign(original=failures["original"].map(hidden))

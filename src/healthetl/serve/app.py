@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import psycopg
@@ -37,9 +36,8 @@ from healthetl.db import migrate
 from healthetl.db.drift import declaration_drift
 from healthetl.db.engine import mask_url
 from healthetl.db.query import coerce_params, read_only, run_query
-from healthetl.db.schema import api_access_log
 from healthetl.errors import DatabaseError, DataContractError, HealthetlError, SourceError, UsageError
-from healthetl.ledger import quarantine, runs, stats
+from healthetl.ledger import access, quarantine, runs, stats
 from healthetl.ledger.report import run_report
 from healthetl.masking import scrub
 from healthetl.serve import ingest, rows
@@ -614,19 +612,16 @@ def _audit(
     rows and which columns. Written before the response leaves: no record, no response."""
     if not page.identifying or not page.total:
         return
-    with settings.writer.begin() as conn:
-        conn.execute(
-            api_access_log.insert().values(
-                at=datetime.now(UTC),
-                token=principal.name,
-                client=request.client.host if request.client else None,
-                method=request.method,
-                endpoint=getattr(request.scope.get("route"), "path", request.url.path),
-                dataset=dataset,
-                rows=page.total if not page.rows else len(page.rows),
-                columns=", ".join(page.identifying),
-            )
-        )
+    access.record(
+        settings.writer,
+        who=principal.name,
+        endpoint=getattr(request.scope.get("route"), "path", request.url.path),
+        dataset=dataset,
+        rows=page.total if not page.rows else len(page.rows),
+        columns=page.identifying,
+        method=request.method,
+        client=request.client.host if request.client else None,
+    )
 
 
 def _suffix(request: Request) -> str:

@@ -32,7 +32,8 @@ ENCOUNTER_CLASSES = (
 def _ref(name: str, target: str, key: str, *, required: bool = True) -> tuple[Column, Column]:
     """The UUID a file refers by (not stored) and the generated id it resolves to."""
     return (
-        Column(name, "text", required=required, stored=False, pattern=UUID),
+        # a patient's UUID is a patient identifier; an organization's or an encounter's is not
+        Column(name, "text", required=required, stored=False, pattern=UUID, identifying=name == "patient"),
         Column(key, "integer", references=f"{target}.{key}"),
     )
 
@@ -82,7 +83,7 @@ PATIENTS = Dataset(
     primary_key=("id",),
     default_mode="merge",
     columns=(
-        Column("id", "text", required=True, pattern=UUID),
+        Column("id", "text", required=True, pattern=UUID, identifying=True),  # the patient's UUID
         Column("birthdate", "date", required=True, identifying=True, date_window=("1880-01-01", "today")),
         Column("deathdate", "date", identifying=True),
         Column("first", "text", identifying=True),
