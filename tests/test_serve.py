@@ -312,6 +312,8 @@ def test_datasets_and_named_queries(served: tuple[Server, str]) -> None:
     assert answered.status_code == 200, answered.text
     assert answered.json()["columns"]
     assert server.get("/queries/no-such-query").status_code == 404
+    ages = server.get("/queries/patients-by-age-group").json()  # two patients: small cells
+    assert ages["rows"] and all(r["patients"] == "<11" for r in ages["rows"])
     date_param = next(iter(dated))
     bad = server.get(f"/queries/{chosen['name']}", **{date_param: "soon"})
     assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", date_param]

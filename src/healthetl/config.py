@@ -176,6 +176,8 @@ class Project:
     datasets: tuple[dict[str, Any], ...] = ()
     #: PostgreSQL role `healthetl query` switches to (one that may only SELECT)
     query_role: str | None = None
+    #: [privacy] min_cell_count: person counts below it are suppressed (None: the default)
+    min_cell_count: int | None = None
 
     @property
     def migrations_dir(self) -> Path:
@@ -333,6 +335,7 @@ def load_project(config: Path | None = None) -> Project:
     role = db.get("query_role") if isinstance(db, dict) else None
     return Project(
         query_role=str(role) if role else None,
+        min_cell_count=_min_cell_count(data.get("privacy", {}), str(config)),
         path=config.resolve(),
         database_url=url,
         pipelines=tuple(pipelines),
@@ -432,6 +435,40 @@ def _anchor_sqlite(url: str, base: Path) -> str:
         if rest and rest != ":memory:" and not rest.startswith("file:"):
             return prefix + str(base / rest)
     return url
+
+
+def _min_cell_count(privacy: Any, where: str) -> int | None:
+    if not isinstance(privacy, dict):
+        raise ConfigError(f"{where}: [privacy] must be a table")
+    unknown = sorted(set(privacy) - {"min_cell_count"})
+    if unknown:
+        raise ConfigError(f"{where}: [privacy]: unknown key(s) {', '.join(unknown)} (min_cell_count)")
+    value = privacy.get("min_cell_count")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: [privacy] min_cell_count must be a whole number, 0 or more")
+    return value
+
+
+def resolve_min_cell_count(flag: int | None, project: Project | None) -> int:
+    """--min-cell-count > HEALTHETL_MIN_CELL_COUNT > [privacy] min_cell_count > 11."""
+    from healthetl.privacy import DEFAULT_MIN_CELL
+
+    if flag is not None:
+        chosen = flag
+    elif os.environ.get("HEALTHETL_MIN_CELL_COUNT"):
+        text = os.environ["HEALTHETL_MIN_CELL_COUNT"]
+        if not text.isdigit():
+            raise ConfigError(f"HEALTHETL_MIN_CELL_COUNT must be a whole number, not {text!r}")
+        chosen = int(text)
+    elif project is not None and project.min_cell_count is not None:
+        chosen = project.min_cell_count
+    else:
+        chosen = DEFAULT_MIN_CELL
+    if chosen < 0:
+        raise UsageError("--min-cell-count must be 0 or more")
+    return chosen
 
 
 def resolve_query_role(project: Project | None) -> str | None:

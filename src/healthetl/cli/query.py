@@ -15,9 +15,10 @@ from healthetl.cli.common import (
     open_database,
     open_project,
 )
-from healthetl.config import resolve_query_role
+from healthetl.config import resolve_min_cell_count, resolve_query_role
 from healthetl.db.query import coerce_params, run_query
 from healthetl.errors import UsageError
+from healthetl.privacy import suppress
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:
@@ -47,10 +48,19 @@ def query(
     ] = None,
     list_: Annotated[bool, typer.Option("--list", help="List the named queries.")] = False,
     fmt: FormatOption = "table",
+    min_cell_count: Annotated[
+        int | None,
+        typer.Option(
+            help="Person counts below this are shown as <N (default 11, or [privacy] min_cell_count); "
+            "0 shows them all.",
+            show_default=False,
+        ),
+    ] = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Answer a question from the loaded tables. Queries are read-only; parameters are bound."""
+    """Answer a question from the loaded tables. Queries are read-only; parameters are bound;
+    a named query's person counts below the threshold are suppressed."""
     check_format(fmt)
     if list_:
         rows = []
@@ -76,4 +86,10 @@ def query(
     if sql is None:
         text = q.sql_for(session.db.dialect.name)
     result = run_query(session.db, text, values, types, role=resolve_query_role(session.project))
-    render.rows(result.columns, result.rows, fmt)
+    rows = result.rows
+    if sql is None and q.person_counts:
+        threshold = resolve_min_cell_count(min_cell_count, session.project)
+        if threshold == 0:
+            render.warn(f"small-cell suppression is off: {', '.join(q.person_counts)} shown however small")
+        rows = suppress(result.columns, rows, q.person_counts, threshold).rows
+    render.rows(result.columns, rows, fmt)

@@ -409,4 +409,13 @@ def _query(raw: dict[str, Any], here: str) -> Query:
         params[str(pname)] = Param(
             ptype, None if default is None else str(default), str(spec.get("help", ""))
         )
-    return Query(str(raw["name"]), str(raw.get("description", "")), str(raw["sql"]), params)
+    counts = raw.get("person_counts", [])
+    if not isinstance(counts, list) or not all(isinstance(c, str) for c in counts):
+        raise ConfigError(f"{here}, query {raw['name']}: person_counts must be a list of result column names")
+    return Query(
+        str(raw["name"]),
+        str(raw.get("description", "")),
+        str(raw["sql"]),
+        params,
+        person_counts=tuple(counts),
+    )

@@ -128,6 +128,8 @@ class Query:
     params: Mapping[str, Param] = field(default_factory=dict)
     #: dialect name -> SQL, where date arithmetic differs between SQLite and PostgreSQL
     dialect_sql: Mapping[str, str] = field(default_factory=dict)
+    #: result columns that count people: small counts are suppressed (healthetl.privacy)
+    person_counts: tuple[str, ...] = ()
 
     def sql_for(self, dialect: str) -> str:
         return self.dialect_sql.get(dialect, self.sql)

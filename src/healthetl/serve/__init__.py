@@ -58,7 +58,7 @@ def settings(options: Options) -> Settings:
     an address other than loopback without tokens. The database is not contacted here: a server
     whose database is down starts, and says so on ``/health`` (503)."""
     require_extra()
-    from healthetl.config import resolve_database_url, resolve_query_role
+    from healthetl.config import resolve_database_url, resolve_min_cell_count, resolve_query_role
     from healthetl.db import engine as db_engine
     from healthetl.serve import tokens as token_file
     from healthetl.serve.app import Settings
@@ -87,6 +87,7 @@ def settings(options: Options) -> Settings:
         cors_origins=list(options.cors_origins),
         max_body=options.max_body_mb * 1024 * 1024,
         query_role=resolve_query_role(session.project),
+        min_cell_count=resolve_min_cell_count(None, session.project),
     )
 
 

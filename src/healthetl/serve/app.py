@@ -40,6 +40,7 @@ from healthetl.errors import DatabaseError, DataContractError, HealthetlError, S
 from healthetl.ledger import access, quarantine, runs, stats
 from healthetl.ledger.report import run_report
 from healthetl.masking import scrub
+from healthetl.privacy import suppress
 from healthetl.serve import ingest, rows
 from healthetl.serve.tokens import Token, authenticate
 
@@ -69,6 +70,8 @@ class Settings:
     cors_origins: list[str] = field(default_factory=list)
     max_body: int = 100 * 1024 * 1024
     query_role: str | None = None
+    #: person counts of named queries below this are suppressed (healthetl.privacy)
+    min_cell_count: int = 11
 
 
 @dataclass(frozen=True)
@@ -261,7 +264,8 @@ def _queries(app: FastAPI, settings: Settings) -> None:
             {k: p.type for k, p in q.params.items()},
             role=settings.query_role,
         )
-        found = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+        hidden = suppress(result.columns, result.rows, q.person_counts, settings.min_cell_count).rows
+        found = [dict(zip(result.columns, r, strict=True)) for r in hidden]
         identifying = rows.identifying_columns(ds) & set(result.columns)
         phi = "phi" in principal.scopes
         page = rows.Page(len(found), found, sorted(identifying) if phi else [])

@@ -211,6 +211,7 @@ _PATIENTS_BY_AGE = Query(
             "FROM fhir_patient WHERE deceased_at IS NULL"
         )
     },
+    person_counts=("patients",),
 )
 
 _ENCOUNTERS_PER_MONTH = Query(
@@ -231,6 +232,7 @@ _TOP_CONDITIONS = Query(
     "COUNT(DISTINCT patient) AS patients FROM fhir_condition "
     "GROUP BY code_system, code_code, code_display ORDER BY conditions DESC, code LIMIT :limit",
     {"limit": Param("integer", default="10")},
+    person_counts=("patients",),
 )
 
 _ACTIVE_MEDICATIONS = Query(
@@ -239,6 +241,7 @@ _ACTIVE_MEDICATIONS = Query(
     "SELECT active_requests, COUNT(*) AS patients FROM ("
     "SELECT patient, COUNT(*) AS active_requests FROM fhir_medication_request "
     "WHERE status = 'active' GROUP BY patient) p GROUP BY active_requests ORDER BY active_requests",
+    person_counts=("patients",),
 )
 
 

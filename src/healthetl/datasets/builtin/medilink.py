@@ -98,6 +98,7 @@ TRIAGE_VISITS = Dataset(
             "facility-stats",
             "Per facility: patients, medical records, triage visits and the average triage level.",
             "SELECT * FROM medilink_facility_stats ORDER BY facility_name, state, lga",
+            person_counts=("patients",),
         ),
         Query(
             "patients-by-age-group",
@@ -108,6 +109,7 @@ TRIAGE_VISITS = Dataset(
             GROUP BY age_group, sex
             ORDER BY MIN(age_years), sex
             """,
+            person_counts=("patients",),
         ),
         Query(
             "triage-trends",

@@ -266,6 +266,7 @@ QUERIES = (
             "end": Param("date", "today", "day after the last"),
         },
         dialect_sql={"postgresql": _MONTHLY.format(month="to_char(start AT TIME ZONE 'UTC', 'YYYY-MM')")},
+        person_counts=("patients",),
     ),
     Query(
         "top-conditions",
@@ -278,6 +279,7 @@ QUERIES = (
         LIMIT :limit
         """,
         {"limit": Param("integer", "10", "how many")},
+        person_counts=("patients",),
     ),
 )
 
