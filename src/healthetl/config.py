@@ -46,6 +46,7 @@ _PIPELINE_KEYS = {
     "snapshot_date",
     "archive",
     "phone_country_code",
+    "pseudonymise",
     "datasets",
     "delimiter",
     "quote",
@@ -101,6 +102,8 @@ class PipelineOptions:
     #: of this source gets (``source = "api"``), applied before the dataset's rules
     rename: dict[str, str] = field(default_factory=dict)
     constants: dict[str, str] = field(default_factory=dict)
+    #: store every identifying text column as a keyed pseudonym (healthetl.pseudonym)
+    pseudonymise: bool = False
 
 
 def is_remote(path: str) -> bool:
@@ -232,6 +235,7 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
         delimiter=parse_delimiter(delimiter, where) if delimiter is not None else None,
         quote=quote,
         phone_country_code=str(country) if country is not None else None,
+        pseudonymise=_flag(raw.get("pseudonymise", False), f"{where}: pseudonymise"),
         snapshot_date=snapshot,
         cursor=raw.get("cursor"),
         lookback_hours=float(lookback) if lookback is not None else None,
@@ -435,6 +439,12 @@ def _anchor_sqlite(url: str, base: Path) -> str:
         if rest and rest != ":memory:" and not rest.startswith("file:"):
             return prefix + str(base / rest)
     return url
+
+
+def _flag(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false")
+    return value
 
 
 def _min_cell_count(privacy: Any, where: str) -> int | None:

@@ -14,6 +14,7 @@ from healthetl.datasets.nesting import Child, Nested
 from healthetl.datasets.paths import TEMPLATE, PathError, compile_path
 from healthetl.datasets.spec import COLUMN_TYPES, Column, Compare, Dataset, Lookup, Param, Quality, Query
 from healthetl.errors import ConfigError
+from healthetl.pseudonym import TEXT_TYPES
 from healthetl.sources.readers import normalise_name
 
 _DATASET_KEYS = {
@@ -57,6 +58,7 @@ _COLUMN_KEYS = {
     "description",
     "stored",
     "default",
+    "pseudonymise",
 }
 _LOOKUP_KEYS = {"column", "dataset", "on", "fetch"}
 _CHECK_KEYS = {"name", "column", "op", "other", "value", "severity", "description"}
@@ -191,6 +193,11 @@ def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
     ctype = spec.get("type", "text")
     if ctype not in COLUMN_TYPES:
         raise ConfigError(f"{where}: type must be one of {', '.join(COLUMN_TYPES)}")
+    if spec.get("pseudonymise") and ctype not in TEXT_TYPES:
+        raise ConfigError(
+            f"{where}: pseudonymise needs a text column (a pseudonym is text), not {ctype}; "
+            "generalise dates or numbers instead"
+        )
     if ctype == "mrn" and spec.get("pattern") is None:
         raise ConfigError(
             f"{where}: type mrn needs the pattern your record numbers follow, e.g. pattern = 'MRN[0-9]{{7}}'"
@@ -231,6 +238,7 @@ def _column(name: str, spec: Any, here: str) -> tuple[Column, str | None]:
         description=str(spec.get("description", "")),
         stored=bool(spec.get("stored", True)),
         default=str(spec["default"]) if spec.get("default") is not None else None,
+        pseudonymise=bool(spec.get("pseudonymise", False)),
     )
     source = spec.get("source")
     return column, (str(source) if source is not None else None)

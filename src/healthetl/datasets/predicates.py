@@ -13,13 +13,17 @@ from healthetl.datasets.keys import KeyTracker, key_series
 from healthetl.datasets.spec import Column, Compare, Dataset
 
 
-def key_lookup(known: pd.Index) -> Callable[[pd.Series], pd.Series]:
+def key_lookup(
+    known: pd.Index, transform: Callable[[pd.Series], pd.Series] | None = None
+) -> Callable[[pd.Series], pd.Series]:
     """Membership in a parent's keys through the index's hash table, built once per run:
-    ``Series.isin`` hashes all the keys again for every batch (a million keys: seconds a batch)."""
+    ``Series.isin`` hashes all the keys again for every batch (a million keys: seconds a batch).
+    ``transform``: how a value is stored (a pseudonym), to compare it with stored keys."""
     keys = known if known.is_unique else known.unique()
 
     def check(values: pd.Series) -> pd.Series:
-        return pd.Series(keys.get_indexer(values) >= 0, index=values.index)
+        compared = transform(values) if transform is not None else values
+        return pd.Series(keys.get_indexer(compared) >= 0, index=values.index)
 
     return check
 

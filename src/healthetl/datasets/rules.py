@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pandera.pandas as pa
 
-from healthetl import cleaning, codes
+from healthetl import cleaning, codes, pseudonym
 from healthetl.config import PipelineOptions
 from healthetl.datasets import predicates
 from healthetl.datasets.keys import KeyTracker
@@ -101,6 +101,8 @@ class _Compiler:
     ) -> None:
         self.dataset, self.options = dataset, options
         self.known_keys, self.lookups = known_keys, lookups
+        #: columns compared with the database in their stored, pseudonymised form
+        self.pseudonymised = dataset.pseudonymised(options.pseudonymise)
         self.rules: dict[tuple[str | None, int], Rule] = {}
         self.required_rules: dict[str, Rule] = {}
         self.skipped: list[str] = []
@@ -130,6 +132,10 @@ class _Compiler:
             ds, schema, self.rules, self.required_rules, standardise, self.trackers, self.skipped
         )
 
+    def _pseudonym(self) -> Callable[[pd.Series], pd.Series]:
+        secret = pseudonym.key()
+        return lambda values: pseudonym.series(values, secret)
+
     def _rule(self, col: Column, name: str, template: str, detail: str = "") -> Rule:
         severity = _severity(self.options, self.dataset, col, name)
         return Rule(name, col.name, severity, template, not col.identifying, detail)
@@ -153,8 +159,9 @@ class _Compiler:
             if known is None:
                 self.skipped.append(f"{col.name} -> {col.references}")
             else:
+                stored_as = self._pseudonym() if col.name in self.pseudonymised else None
                 add(
-                    pa.Check(predicates.key_lookup(known), name="healthetl_foreign_key"),
+                    pa.Check(predicates.key_lookup(known, stored_as), name="healthetl_foreign_key"),
                     self._rule(col, "foreign_key", "unknown {column}{value}"),
                 )
         return pa.Column("str", checks=found, nullable=not col.required, required=True, coerce=False)

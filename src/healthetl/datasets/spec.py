@@ -84,6 +84,8 @@ class Column:
     stored: bool = True
     #: the value when the file has no such column or the cell is empty ("today": the run's date)
     default: str | None = None
+    #: stored as a keyed pseudonym (healthetl.pseudonym), not the value
+    pseudonymise: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,20 @@ class Dataset:
     def stored_names(self) -> list[str]:
         """The columns the table has (generated id aside)."""
         return [c.name for c in self.columns if c.stored]
+
+    def pseudonymised(self, everything_identifying: bool = False) -> set[str]:
+        """The columns stored as pseudonyms: those declared so, and with
+        ``everything_identifying`` (a pipeline's ``pseudonymise = true``) every identifying
+        stored column whose type holds text. Nested datasets keep their values."""
+        if self.nested is not None:
+            return set()
+        from healthetl.pseudonym import TEXT_TYPES
+
+        return {
+            c.name
+            for c in self.columns
+            if c.pseudonymise or (everything_identifying and c.identifying and c.type in TEXT_TYPES)
+        }
 
     def column(self, name: str) -> Column:
         for c in self.columns:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from healthetl import cleaning, codes
+from healthetl import cleaning, codes, pseudonym
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import (
     Column,
@@ -38,17 +38,23 @@ def _default(col: Column) -> str:
     return cleaning.resolve_bound(col.default) if col.default.startswith("today") else col.default
 
 
-def _apply_lookups(frame: pd.DataFrame, lookups: Mapping[str, LookupTable]) -> pd.DataFrame:
+def _apply_lookups(
+    frame: pd.DataFrame,
+    lookups: Mapping[str, LookupTable],
+    stored_as: Callable[[str], Callable[[pd.Series], pd.Series] | None],
+) -> pd.DataFrame:
     """Fill each lookup's id column from the referenced rows' natural keys. A key that matches
     nothing, or several rows, leaves a marker (with the key, for the reason) that the reference
-    checks reject; a row with a key column missing gets no id (the required rule reports it)."""
+    checks reject; a row with a key column missing gets no id (the required rule reports it).
+    A pseudonymised key column is matched in its stored form (``stored_as``)."""
     for column, table in lookups.items():
         on = list(table.lookup.on)
         if not all(c in frame.columns for c in on):
             continue
         present = pd.concat([frame[c].notna() for c in on], axis=1).all(axis=1).tolist()
         raw = list(zip(*[frame[c].tolist() for c in on], strict=True))
-        keys = list(zip(*[cleaning.lookup_key(frame[c]).tolist() for c in on], strict=True))
+        compared = [(t(frame[c]) if (t := stored_as(c)) is not None else frame[c]) for c in on]
+        keys = list(zip(*[cleaning.lookup_key(s).tolist() for s in compared], strict=True))
         ids: list[str | None] = []
         for key, shown, ok in zip(keys, raw, present, strict=True):
             if not ok:
@@ -83,6 +89,15 @@ def standardiser(
     defaults, value maps, canonical numbers, dates, timestamps, phones and vocabularies,
     lookups resolved to ids, then the dataset's own transform."""
     renames = {normalise_name(k): v for k, v in dataset.renames.items()}
+    hashed = dataset.pseudonymised(options.pseudonymise)
+    secrets: list[bytes] = []
+
+    def stored_as(column: str) -> Callable[[pd.Series], pd.Series] | None:
+        if column not in hashed:
+            return None
+        if not secrets:
+            secrets.append(pseudonym.key())
+        return lambda values: pseudonym.series(values, secrets[0])
 
     def standardise(frame: pd.DataFrame) -> pd.DataFrame:
         mapping = {c: renames[c] for c in frame.columns if c in renames and renames[c] not in frame}
@@ -97,7 +112,7 @@ def standardiser(
                 out[col.name] = pd.Series(pd.NA, index=frame.index, dtype="str")
         result = pd.DataFrame(out, index=frame.index)
         if lookups:
-            result = _apply_lookups(result, lookups)
+            result = _apply_lookups(result, lookups, stored_as)
         if dataset.transform is not None:
             result = dataset.transform(result)
         return result

@@ -7,7 +7,7 @@ the batch-level checks, advance the watermark, and hand the audit entries to the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,12 +15,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthetl import pseudonym
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.spec import Dataset, Quality
 from healthetl.db import bulk, locks
 from healthetl.db.raw import RawWriter
-from healthetl.errors import AccountingError, QualityGateError, UsageError
+from healthetl.errors import AccountingError, ConfigError, QualityGateError, UsageError
 from healthetl.ledger import audit, dq, watermarks
 from healthetl.pipeline import analytics
 from healthetl.pipeline.inputs import ApiReplay, Reading, fetched, frames_of, renamed, unmarked, unseen
@@ -105,6 +106,7 @@ def load_dataset(
     if dataset.nested is not None:
         _load_nested(conn, dataset, catalog, items, options, result, progress, force=force, inbox=inbox)
         return
+    hide = pseudonymiser(dataset, catalog, options)
     window = watermarks.incremental_window(conn, dataset, options, result.pipeline)
     since = window.start if window is not None and not full_refresh else None
     todo = _open(conn, dataset, catalog, items, options, result, force=force, inbox=inbox, since=since)
@@ -115,7 +117,7 @@ def load_dataset(
     previous = audit.previous_loaded(conn, result.pipeline, catalog.table(dataset).name)
     writer.prepare()
     raw_writer = _raw_writer(conn, dataset, catalog, writer, result.run_id)
-    _stream(todo, dataset, validator, writer, raw_writer, tracker, result, progress)
+    _stream(todo, dataset, validator, writer, raw_writer, tracker, result, progress, hide)
     touched = None
     if dataset.analytics and not full_refresh and mode != "replace":
         touched = analytics.touched_partitions(conn, dataset, writer.incoming, result.run_id)
@@ -196,6 +198,23 @@ def table_writer(
     )
 
 
+def pseudonymiser(
+    dataset: Dataset, catalog: Catalog, options: PipelineOptions
+) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
+    """What stores the dataset's pseudonymised columns as pseudonyms (None: it has none). Asks
+    for the key before anything is read; refuses a raw layer, which keeps values as received."""
+    columns = dataset.pseudonymised(options.pseudonymise) & set(dataset.stored_names)
+    if not columns:
+        return None
+    if catalog.raw_table(dataset) is not None:
+        raise ConfigError(
+            f"dataset {dataset.name} keeps a raw layer of the rows as received: its pseudonymised "
+            f"columns ({', '.join(sorted(columns))}) would be kept there in clear; turn one of them off"
+        )
+    secret = pseudonym.key()
+    return lambda clean: pseudonym.frame(clean, columns, secret)
+
+
 def _raw_writer(
     conn: sa.Connection, dataset: Dataset, catalog: Catalog, writer: bulk.TableWriter, run_id: str
 ) -> RawWriter | None:
@@ -216,8 +235,10 @@ def _stream(
     tracker: QualityTracker,
     result: LoadRun,
     progress: Progress,
+    hide: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> None:
-    """Every chunk of every source: kept raw, validated, written (clean rows and rejects), counted."""
+    """Every chunk of every source: kept raw, validated, written (clean rows and rejects), counted.
+    ``hide``: the clean rows' pseudonymised columns replaced by their pseudonyms."""
     counts = result.counts
     extracted_at = datetime.now(UTC).isoformat()
     try:
@@ -227,7 +248,7 @@ def _stream(
                 if raw_writer is not None and item.path is not None:
                     raw_writer.write(renamed(unmarked(frame), dataset), sha, extracted_at)
                 batch = validator.validate(frame)
-                writer.write(batch.clean, batch.failures)
+                writer.write(hide(batch.clean) if hide is not None else batch.clean, batch.failures)
                 tracker.add(batch)
                 counts.add(batch)
                 progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})

@@ -27,7 +27,7 @@ from healthetl.datasets.spec import Dataset
 from healthetl.errors import UsageError
 from healthetl.ledger import audit, quarantine
 from healthetl.ledger.quarantine import Candidate, Filter
-from healthetl.pipeline.load import check_balanced, table_writer
+from healthetl.pipeline.load import check_balanced, pseudonymiser, table_writer
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
@@ -97,6 +97,7 @@ def _replay_into(
         lookups=lookup_tables(conn, dataset, catalog),
     )
     result.summary = validator.summary
+    hide = pseudonymiser(dataset, catalog, options)
     writer = table_writer(conn, dataset, catalog, mode, result)
     writer.prepare()
     passed: list[int] = []
@@ -104,7 +105,7 @@ def _replay_into(
     try:
         for chunk in _chunks(todo, options.chunk_size):
             batch = validator.validate(_frame(chunk))
-            writer.write(batch.clean, batch.failures)
+            writer.write(hide(batch.clean) if hide is not None else batch.clean, batch.failures)
             errors = batch.failures.loc[batch.failures["severity"] == "error"]
             bad = set(zip(errors["source_file"], errors["source_row"].astype("int64"), strict=True))
             for c in chunk:
