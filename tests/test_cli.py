@@ -150,3 +150,23 @@ def test_postgres_urls_use_psycopg3_and_passwords_are_masked() -> None:
 def test_default_database_is_sqlite_in_cwd(cli, tmp_path: Path) -> None:
     assert cli("db", "upgrade").exit_code == 0
     assert (tmp_path / "healthetl.db").exists()
+
+
+@pytest.mark.parametrize("args", [["--version"], ["--help"], ["run", "--help"], ["serve", "--help"]])
+def test_help_and_version_import_no_data_library(args: list[str]) -> None:
+    """`--help` and `--version` stay instant: the heavy libraries are imported by the commands
+    that use them (the time itself is measured in benchmarks/cli_startup_bench.py)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        f"sys.argv = ['healthetl', *{args!r}]\n"
+        "from healthetl.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "names = ('pandas', 'pandera', 'sqlalchemy', 'alembic', 'pyarrow', 'psycopg')\n"
+        "heavy = [m for m in names if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in done.stdout, done.stdout[-500:] + done.stderr[-500:]

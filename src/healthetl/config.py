@@ -16,7 +16,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from healthetl.apispec import ApiSpec, parse_api
-from healthetl.cleaning import resolve_bound
 from healthetl.errors import ConfigError, UsageError
 from healthetl.fhir import file_patterns as fhir_file_patterns
 
@@ -251,6 +250,8 @@ def parse_options(raw: dict[str, Any], where: str) -> PipelineOptions:
 
 
 def _date_windows(raw: dict[str, Any], where: str) -> dict[str, tuple[str, str]]:
+    from healthetl.cleaning import resolve_bound  # pandas: only for a project that sets windows
+
     window: dict[str, tuple[str, str]] = {}
     for column, bounds in (raw.get("date_window") or {}).items():
         if not (isinstance(bounds, list | tuple) and len(bounds) == 2):

@@ -109,8 +109,13 @@ app.add_typer(serve.token_app, name="token")
 
 
 def main() -> None:
-    from healthetl.sources.readers import bound_arrow_memory
-
     interrupts.install()  # SIGTERM ends a run like Ctrl-C: rolled back, recorded
-    bound_arrow_memory()  # the process is ours: Arrow frees chunks as the stream moves on
+    if not _help_only(sys.argv[1:]):  # help and the version answer without importing Arrow
+        from healthetl.sources.readers import bound_arrow_memory
+
+        bound_arrow_memory()  # the process is ours: Arrow frees chunks as the stream moves on
     app()
+
+
+def _help_only(args: list[str]) -> bool:
+    return not args or any(a in ("--help", "-h", "--version") for a in args)

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.errors import ExitCode, UsageError
-from healthetl.results import LoadResult
-from healthetl.session import Session, open_database, open_project, options_for
+
+if TYPE_CHECKING:
+    from healthetl.results import LoadResult
+    from healthetl.session import open_database, open_project, options_for
+else:  # imported when a command first uses them: `--help` and `--version` stay instant
+    open_database = lazy("healthetl.session", "open_database")
+    open_project = lazy("healthetl.session", "open_project")
+    options_for = lazy("healthetl.session", "options_for")
 
 DbOption = Annotated[
     str | None,
@@ -144,4 +151,4 @@ def summarise(r: LoadResult) -> None:
 
 
 # a project, its catalog and its database, resolved once per command (library: healthetl.session)
-__all__ = ["Session", "open_database", "open_project", "options_for"]
+__all__ = ["open_database", "open_project", "options_for"]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -15,8 +16,13 @@ from healthetl.cli.common import (
     open_database,
     open_project,
 )
-from healthetl.db import drift, migrate
-from healthetl.db.engine import mask_url
+
+if TYPE_CHECKING:
+    from healthetl.db import drift, migrate
+    from healthetl.db.engine import mask_url
+else:
+    drift, migrate = lazy("healthetl.db.drift"), lazy("healthetl.db.migrate")
+    mask_url = lazy("healthetl.db.engine", "mask_url")
 
 app = typer.Typer(help="Database migrations (Alembic, shipped inside healthetl).", no_args_is_help=True)
 

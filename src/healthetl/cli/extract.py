@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -18,8 +19,13 @@ from healthetl.cli.common import (
     options_for,
 )
 from healthetl.errors import UsageError
-from healthetl.pipeline.extract import extract as extract_file
-from healthetl.session import reading
+
+if TYPE_CHECKING:
+    from healthetl.pipeline.extract import extract as extract_file
+    from healthetl.session import reading
+else:
+    extract_file = lazy("healthetl.pipeline.extract", "extract")
+    reading = lazy("healthetl.session", "reading")
 
 
 def extract(

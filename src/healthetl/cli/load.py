@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from healthetl import api
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -20,7 +20,12 @@ from healthetl.cli.common import (
     check_stdout,
     summarise,
 )
-from healthetl.results import quiet
+
+if TYPE_CHECKING:
+    from healthetl import api
+    from healthetl.results import quiet
+else:
+    api, quiet = lazy("healthetl.api"), lazy("healthetl.results", "quiet")
 
 
 def load(

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, FormatOption, check_format, open_project
 from healthetl.config import parse_delimiter, write_starter
-from healthetl.datasets import infer as inferring
-from healthetl.datasets import rules
 from healthetl.errors import UsageError
+
+if TYPE_CHECKING:
+    from healthetl.datasets import infer as inferring
+    from healthetl.datasets import rules
+else:
+    inferring, rules = lazy("healthetl.datasets.infer"), lazy("healthetl.datasets.rules")
 
 dataset_app = typer.Typer(
     help="The datasets healthetl can load (built in and declared).", no_args_is_help=True

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -17,9 +18,14 @@ from healthetl.cli.common import (
     options_for,
 )
 from healthetl.errors import ExitCode
-from healthetl.ledger import access
-from healthetl.ledger import quarantine as lib
-from healthetl.pipeline import replay as replaying
+
+if TYPE_CHECKING:
+    from healthetl.ledger import access
+    from healthetl.ledger import quarantine as lib
+    from healthetl.pipeline import replay as replaying
+else:
+    access, lib = lazy("healthetl.ledger.access"), lazy("healthetl.ledger.quarantine")
+    replaying = lazy("healthetl.pipeline.replay")
 
 app = typer.Typer(
     help="Rows rejected by validation: list, show, replay after a fix, resolve by hand.",

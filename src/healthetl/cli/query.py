@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -16,9 +17,14 @@ from healthetl.cli.common import (
     open_project,
 )
 from healthetl.config import resolve_min_cell_count, resolve_query_role
-from healthetl.db.query import coerce_params, run_query
 from healthetl.errors import UsageError
 from healthetl.privacy import suppress
+
+if TYPE_CHECKING:
+    from healthetl.db.query import coerce_params, run_query
+else:
+    coerce_params = lazy("healthetl.db.query", "coerce_params")
+    run_query = lazy("healthetl.db.query", "run_query")
 
 
 def _parse_params(items: list[str]) -> dict[str, str]:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from healthetl import api
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -19,6 +19,11 @@ from healthetl.cli.common import (
     fail_code,
     summarise,
 )
+
+if TYPE_CHECKING:
+    from healthetl import api
+else:
+    api = lazy("healthetl.api")
 
 LogFileOption = Annotated[
     str | None, typer.Option(help="Also write plain log lines here.", show_default=False)

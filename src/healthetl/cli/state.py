@@ -4,17 +4,24 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import ConfigOption, DbOption, FormatOption, check_format, open_database
 from healthetl.errors import UsageError
-from healthetl.ledger import audit as ledger_audit
-from healthetl.ledger import dq, watermarks
-from healthetl.ledger import report as ledger_report
-from healthetl.ledger import runs as ledger_runs
+
+if TYPE_CHECKING:
+    from healthetl.ledger import audit as ledger_audit
+    from healthetl.ledger import dq, watermarks
+    from healthetl.ledger import report as ledger_report
+    from healthetl.ledger import runs as ledger_runs
+else:
+    ledger_audit, dq = lazy("healthetl.ledger.audit"), lazy("healthetl.ledger.dq")
+    watermarks, ledger_report = lazy("healthetl.ledger.watermarks"), lazy("healthetl.ledger.report")
+    ledger_runs = lazy("healthetl.ledger.runs")
 
 app = typer.Typer(help="Pipeline state: watermarks and the run ledger.", no_args_is_help=True)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from healthetl import api
+from healthetl._lazy import lazy
 from healthetl.cli import render
 from healthetl.cli.common import (
     ConfigOption,
@@ -21,6 +21,11 @@ from healthetl.cli.common import (
     check_stdout,
     fail_code,
 )
+
+if TYPE_CHECKING:
+    from healthetl import api
+else:
+    api = lazy("healthetl.api")
 
 
 def validate(
