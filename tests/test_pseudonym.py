@@ -42,7 +42,8 @@ def test_identifying_text_is_stored_as_stable_keyed_pseudonyms(
     assert str(scalar(db_url, "SELECT min(dob) FROM medilink_patients")).startswith("1985-05-15")
     # natural-key lookups still resolve: the visit and the record found their patient
     assert scalar(db_url, "SELECT count(*) FROM medilink_triage_visits WHERE patient_id IS NOT NULL") == 1
-    assert scalar(db_url, "SELECT count(*) FROM quarantine") == 0
+    # nothing rejected (a phone the installed libphonenumber does not know is only a warning)
+    assert scalar(db_url, "SELECT count(*) FROM quarantine WHERE severity = 'error'") == 0
     # the same files again: the same pseudonyms, every row unchanged, nothing duplicated
     again = cli("run", "--config", config, "--db", db_url, "--force")
     assert again.exit_code == 0, again.output
