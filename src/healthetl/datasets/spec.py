@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import pandas as pd
 
@@ -40,17 +40,8 @@ ColumnType = Literal[
     "mrn",
     "e164_phone",
 ]
-COLUMN_TYPES: tuple[str, ...] = (
-    "integer",
-    "float",
-    "decimal",
-    "boolean",
-    "text",
-    "date",
-    "timestamp",
-    "phone",
-    *CODE_TYPES,
-)
+COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
+assert set(CODE_TYPES) <= set(COLUMN_TYPES), "healthetl.codes.CODE_TYPES must be column types"
 Severity = Literal["error", "warning"]
 
 

@@ -22,9 +22,8 @@ from healthetl import __version__
 from healthetl.catalog import Catalog
 from healthetl.datasets.categories import CATEGORIES, category
 from healthetl.db.engine import mask_url
+from healthetl.htmlreport import charts
 from healthetl.ledger import audit, dq, quarantine, runs, watermarks
-
-from . import charts
 
 #: at most this many runs in one report (``--since`` over a long history): the newest
 MAX_RUNS = 60

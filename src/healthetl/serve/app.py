@@ -517,7 +517,8 @@ def _dataset_summary(catalog: Catalog, ds: Dataset) -> dict[str, Any]:
 
 
 def _dataset_detail(catalog: Catalog, ds: Dataset) -> dict[str, Any]:
-    described = {r[0]: r for r in describe(ds)}
+    table = describe(ds)
+    described = {r[0]: r for r in table}
     columns: list[dict[str, Any]] = []
     if ds.generated_id:
         columns.append(
@@ -545,12 +546,12 @@ def _dataset_detail(catalog: Catalog, ds: Dataset) -> dict[str, Any]:
                 "key": c.name in ds.primary_key,
                 "checks": [part.strip() for part in checks.split(", ") if part.strip()],
                 "description": c.description,
-                "filters": ["eq", *rows.RANGE_OPS] if c.type in rows._ORDERED else ["eq"],
+                "filters": ["eq", *rows.RANGE_OPS] if c.type in rows.ORDERED else ["eq"],
             }
         )
     rules = [
         {"name": r[0].strip("()"), "kind": r[1], "rule": r[4], "description": r[5]}
-        for r in describe(ds)
+        for r in table
         if r[0].startswith("(")
     ]
     children = [t.name for t in child_tables(ds, sa.MetaData())] if ds.nested is not None else []

@@ -29,7 +29,7 @@ MAX_PAGE_SIZE = 1000
 RESERVED = frozenset({"page", "page_size", "order_by", "search"})
 #: ``column.op=value``: the operators, and the column types they apply to
 RANGE_OPS = {"gt": "__gt__", "gte": "__ge__", "lt": "__lt__", "lte": "__le__"}
-_ORDERED = frozenset({"integer", "float", "decimal", "date", "timestamp"})
+ORDERED = frozenset({"integer", "float", "decimal", "date", "timestamp"})
 _SEARCHED = frozenset({"text", "phone"})
 
 
@@ -145,7 +145,7 @@ def parse(dataset: Dataset, params: Iterable[tuple[str, str]], *, phi: bool) -> 
             raise BadParameter(param, f"{param}: {dataset.name} has no column {name!r} (columns: {known})")
         if op and op not in RANGE_OPS:
             raise BadParameter(param, f"{param}: unknown operator {op!r} (use {', '.join(RANGE_OPS)})")
-        if op and column.type not in _ORDERED:
+        if op and column.type not in ORDERED:
             raise BadParameter(param, f"{param}: {name} is {column.type}; ranges apply to numbers and dates")
         if column.identifying and not phi:
             raise NeedsScope("phi", f"filtering on {name} (identifying) needs the 'phi' scope")
