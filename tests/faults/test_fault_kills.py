@@ -4,7 +4,9 @@ pipeline wait for each other on SQLite too."""
 
 from __future__ import annotations
 
+import _thread
 import signal
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -67,23 +69,40 @@ def test_an_interrupt_python_dropped_still_stops_the_run(
     )
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # PostgreSQL loads with COPY
-def test_an_interrupt_inside_a_statement_is_rolled_back_and_recorded(
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_an_interrupt_while_the_driver_writes_is_rolled_back_and_recorded(
     cli, loaded: str, tmp_path: Path
 ) -> None:
-    """An interrupt landing while the driver runs a statement makes SQLAlchemy invalidate (close)
-    the connection: the run must still end recorded, exit 130, its tables as before."""
+    """SIGTERM arriving while SQLite executes the load's insert (on the write thread, the main
+    thread validating or waiting): the run must end recorded, exit 130, its tables as before."""
+    fired: list[bool] = []
 
-    def interrupt(cursor: object, statement: str, parameters: list[object], context: object) -> None:
-        if statement.startswith("INSERT INTO") and len(parameters) > 100:
-            raise KeyboardInterrupt(interrupts.TERMINATED)
+    def hook(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+        armed: list[bool] = []
+
+        def trace(statement: str) -> None:
+            if statement.startswith("INSERT INTO appointments") and "json_each" in statement:
+                armed.append(True)
+
+        def progress() -> int:
+            if armed and not fired:
+                fired.append(True)
+                _thread.interrupt_main(signal.SIGTERM)  # as the signal: its handler, main thread
+            return 0
+
+        dbapi_conn.set_trace_callback(trace)
+        dbapi_conn.set_progress_handler(progress, 500)
 
     before = digest(loaded)
-    sa.event.listen(sa.engine.Engine, "do_executemany", interrupt)
+    previous = signal.signal(signal.SIGTERM, interrupts._handler)
+    sa.event.listen(sa.engine.Engine, "connect", hook)
     try:
         result = cli("load", "appointments", _csv(tmp_path / "more.csv", 2_000, first=5_000), "--db", loaded)
     finally:
-        sa.event.remove(sa.engine.Engine, "do_executemany", interrupt)
+        sa.event.remove(sa.engine.Engine, "connect", hook)
+        signal.signal(signal.SIGTERM, previous)
+        interrupts._pending = None
+    assert fired, "the insert never ran"
     assert result.exit_code == 130, result.output
     assert "interrupted" in result.output and "Cannot operate" not in result.output
     assert digest(loaded) == before

@@ -34,8 +34,8 @@ class KeySpill:
         ordered = pc.take(keys, pc.sort_indices(keys))
         self._db.execute("BEGIN")
         for start in range(0, len(ordered), _SLICE):  # Python strings for a slice at a time only
-            part = ordered.slice(start, _SLICE).to_pylist()
-            self._db.executemany("INSERT OR IGNORE INTO seen (key) VALUES (?)", ((k,) for k in part))
+            part = json.dumps(ordered.slice(start, _SLICE).to_pylist())  # one parameter, parsed by SQLite
+            self._db.execute("INSERT OR IGNORE INTO seen (key) SELECT value FROM json_each(?)", (part,))
         self._db.execute("COMMIT")
         self.keys += len(ordered)
 

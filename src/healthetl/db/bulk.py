@@ -1,12 +1,16 @@
 """Bulk writes inside the caller's transaction.
 
-PostgreSQL: ``COPY ... FROM STDIN`` (psycopg 3), rows serialised to CSV by pyarrow, written by
-a background thread so the database ingests one chunk while the next is being validated.
+PostgreSQL: ``COPY ... FROM STDIN`` (psycopg 3), rows serialised to CSV by pyarrow. SQLite has
+no COPY: a chunk's rows go as one JSON array (written by pandas' C encoder) into one
+``INSERT ... SELECT ... FROM json_each(?)``, so SQLite parses and inserts them in C, without the
+GIL, instead of Python binding each row's parameters (``executemany``). Either way a background
+thread runs the writes, so the database ingests one chunk while the next is read and validated,
+on the second core.
 ``replace`` truncates and, for the duration of the load, drops the table's own primary and
 foreign keys and adds them back (the PostgreSQL manual's advice for bulk loads: one index
 build and one set-based check instead of work per row); the re-added constraints check every
 row, and all of it is one transaction. ``merge`` copies into a temporary staging table and
-upserts from it with ``INSERT ... ON CONFLICT DO UPDATE``. SQLite: one ``executemany`` per chunk.
+upserts from it with ``INSERT ... ON CONFLICT DO UPDATE``.
 Nothing here commits: the caller's transaction decides whether any of it happened.
 """
 
@@ -14,8 +18,9 @@ from __future__ import annotations
 
 import io
 import queue
+import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pandas as pd
@@ -25,38 +30,72 @@ import sqlalchemy as sa
 
 from healthetl.db.engine import is_postgres
 from healthetl.db.locks import is_referenced
-from healthetl.db.schema import quarantine
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
-#: the quarantine table's columns: a run and dataset, then a validation failure record
-QUARANTINE_COLUMNS = ["run_id", "dataset", *FAILURE_COLUMNS]
 
 
 def quote_name(conn: sa.Connection, name: str) -> str:
     return conn.dialect.identifier_preparer.quote(name)
 
 
-def to_csv_bytes(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]) -> bytes:
-    """Frame columns (text) plus constant columns as CSV, NULL as an unquoted empty field."""
+def text_table(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]) -> pa.Table:
+    """Frame columns (text) plus constant columns, as an Arrow table (immutable: another thread
+    may serialise it while the frame's owner goes on)."""
     n = len(frame)
     arrays = []
-    names = []
     for c in columns:
         if c in constants:
             arrays.append(pa.array([constants[c]] * n, type=pa.string()))
         else:
             arrays.append(pa.array(frame[c], type=pa.string(), from_pandas=True))
-        names.append(c)
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def csv_bytes(table: pa.Table) -> bytes:
+    """An Arrow table as CSV for ``COPY``, NULL as an unquoted empty field."""
     buf = io.BytesIO()
-    pacsv.write_csv(pa.Table.from_arrays(arrays, names=names), buf, _CSV_OPTIONS)
+    pacsv.write_csv(table, buf, _CSV_OPTIONS)
     return buf.getvalue()
+
+
+def to_csv_bytes(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]) -> bytes:
+    """Frame columns (text) plus constant columns as CSV, NULL as an unquoted empty field."""
+    return csv_bytes(text_table(frame, columns, constants))
+
+
+#: rows per JSON array of a SQLite insert (bounds the text held at once)
+_JSON_ROWS = 50_000
+#: ``value ->> i`` needs SQLite 3.38; ``json_extract`` is the older spelling of the same
+_PICK = "value ->> {i}" if sqlite3.sqlite_version_info >= (3, 38) else "json_extract(value, '$[{i}]')"
+
+
+def json_insert(target: str, columns: Sequence[str], constants: Sequence[str], tail: str = "") -> str:
+    """SQLite's bulk insert: the rows of one JSON array parameter (each an array of the
+    ``columns``' values in order), then one parameter per constant column. ``target`` and the
+    names are quoted by the caller; ``tail``: an ``ON CONFLICT`` clause."""
+    picks = [_PICK.format(i=i) for i in range(len(columns))] + ["?" for _ in constants]
+    return (
+        f"INSERT INTO {target} ({', '.join([*columns, *constants])}) "
+        f"SELECT {', '.join(picks)} FROM json_each(?) WHERE true {tail}"
+    ).rstrip()
+
+
+def json_batches(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[str]:
+    """The frame's ``columns`` as JSON arrays of rows (null for a missing value), a slice at a time.
+    Values are text; anything else is written as its text, as COPY would receive it."""
+    data = frame[list(columns)]
+    odd = [c for c in data.columns if not pd.api.types.is_string_dtype(data[c].dtype)]
+    if odd:
+        data = data.astype(dict.fromkeys(odd, "str"))
+    for start in range(0, len(data), _JSON_ROWS):
+        yield data.iloc[start : start + _JSON_ROWS].to_json(orient="values")
 
 
 def insert_frame(
     conn: sa.Connection, table: str, frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]
 ) -> None:
-    """Insert text rows now, in the caller's transaction: COPY on PostgreSQL, executemany on
+    """Insert text rows now, in the caller's transaction: COPY on PostgreSQL, a JSON batch on
     SQLite. ``constants`` fill columns that are the same on every row (run id, ...)."""
     if frame.empty:
         return
@@ -80,18 +119,15 @@ def _insert_rows(
     constants: dict[str, str],
     conflict: str = "",
 ) -> None:
-    """``INSERT ... VALUES`` by executemany (SQLite), nulls as NULL, then ``conflict``."""
+    """Rows into a SQLite table by JSON batches, nulls as NULL, then ``conflict``."""
     quote = conn.dialect.identifier_preparer.quote
-    names = [*columns, *constants]
-    data = frame[list(columns)].astype(object)
-    data = data.where(data.notna(), None)
-    for k, v in constants.items():
-        data[k] = v
-    cols, marks = ", ".join(quote(c) for c in names), ", ".join("?" for _ in names)
-    conn.exec_driver_sql(
-        f"INSERT INTO {quote(table)} ({cols}) VALUES ({marks}) {conflict}".rstrip(),
-        list(data.itertuples(index=False, name=None)),
+    statement = json_insert(
+        quote(table), [quote(c) for c in columns], [quote(c) for c in constants], conflict
     )
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    for batch in json_batches(frame, columns):
+        raw.execute(statement, (*constants.values(), batch))
 
 
 def upsert_frame(
@@ -104,7 +140,7 @@ def upsert_frame(
 ) -> None:
     """Insert text rows now, updating the row of a key already there: on PostgreSQL COPY into a
     temporary table and one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE``; on SQLite
-    executemany with ``ON CONFLICT``."""
+    JSON batches with ``ON CONFLICT``."""
     if frame.empty:
         return
     quote = conn.dialect.identifier_preparer.quote
@@ -126,30 +162,44 @@ def upsert_frame(
     _insert_rows(conn, table, frame, columns, constants, conflict)
 
 
-class _CopyThread:
-    """Runs the COPY statements on the connection, in order, off the validating thread."""
+class _WriteThread:
+    """Runs a load's writes on its connection, in order, off the validating thread: COPY
+    statements serialising their own Arrow tables (PostgreSQL), JSON-batch inserts (SQLite).
+    At most two writes wait, so memory stays bounded when the database is the slower side."""
 
     def __init__(self, raw_conn: Any) -> None:
         self._raw = raw_conn
-        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[Callable[[Any], None] | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._work, name="healthetl-copy", daemon=True)
+        self._thread = threading.Thread(target=self._work, name="healthetl-write", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
+        while (job := self._queue.get()) is not None:
             if self._error is not None:
                 continue  # drain: the load has already failed
-            statement, data = item
             try:
-                with self._raw.cursor() as cur, cur.copy(statement) as copy:
-                    copy.write(data)
+                job(self._raw)
             except BaseException as exc:  # re-raised on the loading thread
                 self._error = exc
 
-    def submit(self, statement: str, data: bytes) -> None:
+    def submit(self, job: Callable[[Any], None]) -> None:
         self._raise()
-        self._queue.put((statement, data))
+        self._queue.put(job)
+
+    def copy(self, statement: str, data: bytes | pa.Table) -> None:
+        """``COPY ... FROM STDIN (FORMAT csv)`` of CSV bytes, or of a table serialised here."""
+
+        def job(raw: Any) -> None:
+            payload = csv_bytes(data) if isinstance(data, pa.Table) else data
+            with raw.cursor() as cur, cur.copy(statement) as copy:
+                copy.write(payload)
+
+        self.submit(job)
+
+    def execute(self, statement: str, params: tuple[Any, ...]) -> None:
+        """One statement (SQLite: a JSON batch of rows)."""
+        self.submit(lambda raw: raw.execute(statement, params))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -209,7 +259,7 @@ class TableWriter:
         self._name = quote_name(conn, table.name)
         self._target = STAGE if self.staged else self._name
         self._dropped_fks: list[tuple[str, str]] = []
-        self._copier: _CopyThread | None = None
+        self._copier: _WriteThread | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def prepare(self) -> None:
@@ -223,26 +273,31 @@ class TableWriter:
                 self.conn.exec_driver_sql(f"DELETE FROM {q}")
         if self.staged:
             self._temp_like(STAGE, q)
-        if self.postgres:
-            self._copier = _CopyThread(self.conn.connection.driver_connection)
+        self._copier = _WriteThread(self.conn.connection.driver_connection)
 
     def write(self, frame: pd.DataFrame, failures: pd.DataFrame | None = None) -> None:
         if not frame.empty:
-            if self._copier is not None:
-                cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
-                data = to_csv_bytes(frame, self.columns, {"run_id": self.run_id})
-                self._copier.submit(f"COPY {self._target} ({cols}) FROM STDIN (FORMAT csv)", data)
-            else:
-                self._executemany(frame)
+            self.append(self._target, frame, self.columns[:-1], {"run_id": self.run_id})
             self.rows += len(frame)
         if failures is not None and not failures.empty:
             self._quarantine(failures)
 
-    def copy(self, statement: str, data: bytes) -> None:
-        """Run a COPY on this load's connection, in order with the writer's own (PostgreSQL)."""
+    def append(
+        self, target: str, frame: pd.DataFrame, columns: Sequence[str], constants: dict[str, str]
+    ) -> None:
+        """Text rows into ``target`` (quoted by the caller) on the write thread, in order with
+        this load's other writes: COPY on PostgreSQL, JSON batches on SQLite."""
         if self._copier is None:
-            raise RuntimeError("copy() needs PostgreSQL and a prepared writer")
-        self._copier.submit(statement, data)
+            raise RuntimeError("the writer is not prepared")
+        names = [quote_name(self.conn, c) for c in columns]
+        consts = [quote_name(self.conn, c) for c in constants]
+        if self.postgres:
+            rows = text_table(frame, [*columns, *constants], constants)
+            self._copier.copy(f"COPY {target} ({', '.join([*names, *consts])}) FROM STDIN (FORMAT csv)", rows)
+            return
+        statement = json_insert(target, names, consts)
+        for batch in json_batches(frame, columns):
+            self._copier.execute(statement, (*constants.values(), batch))
 
     def flush(self) -> None:
         """Wait until every written row is in the database (stage or table)."""
@@ -383,30 +438,11 @@ class TableWriter:
             clause += f" WHERE {newer}"
         return clause
 
-    def _executemany(self, frame: pd.DataFrame) -> None:
-        cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
-        marks = ", ".join("?" for _ in self.columns)
-        target = f"temp.{STAGE}" if self.staged else self._name
-        sql = f"INSERT INTO {target} ({cols}) VALUES ({marks})"
-        if self.mode == "merge" and self.key and not self.staged:
-            sql += " " + self._on_conflict()
-        data = frame[self.columns[:-1]].astype(object)
-        data = data.where(data.notna(), None)
-        data["run_id"] = self.run_id
-        self.conn.exec_driver_sql(sql, list(data.itertuples(index=False, name=None)))
-
     def _quarantine(self, failures: pd.DataFrame) -> None:
         if self.spool is not None:
             self.spool.add(self.dataset, failures)
-        frame = failures.assign(
-            source_row=failures["source_row"].astype("int64").astype("str"),
-        )
-        if self._copier is not None:
-            cols = ", ".join(QUARANTINE_COLUMNS)
-            data = to_csv_bytes(frame, QUARANTINE_COLUMNS, {"run_id": self.run_id, "dataset": self.dataset})
-            self._copier.submit(f"COPY quarantine ({cols}) FROM STDIN (FORMAT csv)", data)
-            return
-        write_quarantine(self.conn, failures, run_id=self.run_id, dataset=self.dataset)
+        frame = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
+        self.append("quarantine", frame, FAILURE_COLUMNS, {"run_id": self.run_id, "dataset": self.dataset})
 
 
 def write_quarantine(
@@ -417,21 +453,13 @@ def write_quarantine(
     dataset: str,
     spool: FailureSpool | None = None,
 ) -> None:
+    """Failure records into the quarantine table now, in the caller's transaction."""
     if failures.empty:
         return
     if spool is not None:
         spool.add(dataset, failures)
-    if is_postgres(conn):
-        frame = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
-        insert_frame(conn, "quarantine", frame, FAILURE_COLUMNS, {"run_id": run_id, "dataset": dataset})
-        return
-    records: list[dict[str, Any]] = failures.astype(object).where(failures.notna(), None).to_dict("records")
-    for rec in records:
-        rec["run_id"] = run_id
-        rec["dataset"] = dataset
-        if rec.get("source_row") is not None:
-            rec["source_row"] = int(rec["source_row"])
-    conn.execute(quarantine.insert(), records)
+    frame = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
+    insert_frame(conn, "quarantine", frame, FAILURE_COLUMNS, {"run_id": run_id, "dataset": dataset})
 
 
 def known_keys(conn: sa.Connection, table: sa.Table, column: str) -> pd.Index:
@@ -440,4 +468,4 @@ def known_keys(conn: sa.Connection, table: sa.Table, column: str) -> pd.Index:
     return pd.Index([str(v) for v in rows], dtype="str")
 
 
-__all__: list[str] = ["TableWriter", "known_keys", "write_quarantine", "to_csv_bytes"]
+__all__: list[str] = ["TableWriter", "known_keys", "write_quarantine", "to_csv_bytes", "text_table"]

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import sqlalchemy as sa
 
-from healthetl.db.bulk import insert_frame, quote_name, to_csv_bytes
+from healthetl.db.bulk import insert_frame, quote_name
 
 
 class RawWriter:
@@ -20,14 +20,14 @@ class RawWriter:
         table: sa.Table,
         columns: Sequence[str],
         run_id: str,
-        copy: Callable[[str, bytes], None] | None = None,
+        append: Callable[[str, pd.DataFrame, list[str], dict[str, str]], None] | None = None,
     ) -> None:
         self.conn = conn
         self.table = table
         self.columns = list(columns)
         self.run_id = run_id
         self.rows = 0
-        self._copy = copy  # PostgreSQL: the load's COPY thread, so statements stay in order
+        self._append = append  # the load's write thread, so writes stay in order
 
     def write(self, frame: pd.DataFrame, sha256: str, extracted_at: str) -> None:
         if frame.empty:
@@ -45,15 +45,9 @@ class RawWriter:
                 else pd.Series(pd.NA, index=frame.index, dtype="str")
             )
         consts = {"run_id": self.run_id, "file_sha256": sha256, "extracted_at": extracted_at}
-        names = ["run_id", "source_file", "source_row", "file_sha256", "extracted_at", *self.columns]
-        if self._copy is not None:
-            cols = ", ".join(quote_name(self.conn, c) for c in names)
-            self._copy(
-                f"COPY {quote_name(self.conn, self.table.name)} ({cols}) FROM STDIN (FORMAT csv)",
-                to_csv_bytes(out, names, consts),
-            )
+        columns = ["source_file", "source_row", *self.columns]
+        if self._append is not None:
+            self._append(quote_name(self.conn, self.table.name), out, columns, consts)
         else:
-            insert_frame(
-                self.conn, self.table.name, out, ["source_file", "source_row", *self.columns], consts
-            )
+            insert_frame(self.conn, self.table.name, out, columns, consts)
         self.rows += len(frame)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 
 import pandas as pd
 
 from healthetl import interrupts
 from healthetl.config import PipelineOptions
+from healthetl.pipeline.readahead import read_ahead
 from healthetl.results import ExtractResult
 from healthetl.sources import open_writer
 from healthetl.sources.base import source_for
@@ -29,8 +31,9 @@ def extract(source: str, output: str, options: PipelineOptions, *, csv_safe: boo
     rows = 0
     columns: list[str] = []
     with open_writer(output, inputs=(source,), csv_safe=csv_safe) as writer:
-        for frame in frames_from([source], options):
-            columns = columns or [str(c) for c in frame.columns]
-            writer.write(frame)
-            rows += len(frame)
+        with closing(read_ahead(frames_from([source], options))) as frames:  # parsing on a thread
+            for frame in frames:
+                columns = columns or [str(c) for c in frame.columns]
+                writer.write(frame)
+                rows += len(frame)
     return ExtractResult(source, output, rows, columns)

@@ -8,6 +8,7 @@ the batch-level checks, advance the watermark, and hand the audit entries to the
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from healthetl.pipeline import analytics
 from healthetl.pipeline.inputs import ApiReplay, Reading, fetched, frames_of, renamed, unmarked, unseen
 from healthetl.pipeline.nested import load_nested
 from healthetl.pipeline.quality import QualityTracker, drift_checks
+from healthetl.pipeline.readahead import read_ahead
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.transaction import execute, new_result
 from healthetl.pipeline.validator import Validator
@@ -218,12 +220,11 @@ def pseudonymiser(
 def _raw_writer(
     conn: sa.Connection, dataset: Dataset, catalog: Catalog, writer: bulk.TableWriter, run_id: str
 ) -> RawWriter | None:
-    """The raw layer's writer (on PostgreSQL it shares the table writer's COPY connection)."""
+    """The raw layer's writer (it shares the table writer's write thread)."""
     raw_table = catalog.raw_table(dataset)
     if raw_table is None:
         return None
-    copy = writer.copy if writer.postgres else None
-    return RawWriter(conn, raw_table, dataset.column_names, run_id, copy=copy)
+    return RawWriter(conn, raw_table, dataset.column_names, run_id, append=writer.append)
 
 
 def _stream(
@@ -243,15 +244,16 @@ def _stream(
     extracted_at = datetime.now(UTC).isoformat()
     try:
         for item, sha, frames in todo:
-            for frame in frames:
-                counts.rows_read += len(frame)
-                if raw_writer is not None and item.path is not None:
-                    raw_writer.write(renamed(unmarked(frame), dataset), sha, extracted_at)
-                batch = validator.validate(frame)
-                writer.write(hide(batch.clean) if hide is not None else batch.clean, batch.failures)
-                tracker.add(batch)
-                counts.add(batch)
-                progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})
+            with closing(read_ahead(frames)) as ahead:  # the reader thread ends here, whatever happens
+                for frame in ahead:
+                    counts.rows_read += len(frame)
+                    if raw_writer is not None and item.path is not None:
+                        raw_writer.write(renamed(unmarked(frame), dataset), sha, extracted_at)
+                    batch = validator.validate(frame)
+                    writer.write(hide(batch.clean) if hide is not None else batch.clean, batch.failures)
+                    tracker.add(batch)
+                    counts.add(batch)
+                    progress("batch", {"pipeline": result.pipeline, "rows": counts.rows_read})
         writer.flush()
     except BaseException:
         writer.abort()

@@ -5,6 +5,7 @@ rows and checks) and an error that says why."""
 from __future__ import annotations
 
 import gc
+import sqlite3
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict
@@ -23,6 +24,9 @@ from healthetl.ledger import audit, dq, files, runs
 from healthetl.pipeline.quality import drift_checks
 from healthetl.pipeline.validate import write_report
 from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCounts, ValidationSummary
+
+#: a failed statement: through SQLAlchemy, or straight from a driver (COPY, SQLite's bulk inserts)
+_DATABASE_ERRORS = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 
 
 def new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> LoadRun:
@@ -107,7 +111,7 @@ def _execute_body(
         progress("done", {"pipeline": name, "status": "failed"})
         _write_report(report_path, result)
         raise
-    except (sa.exc.DBAPIError, psycopg.Error) as exc:
+    except _DATABASE_ERRORS as exc:
         error = _database_error(engine, result, exc)
         progress("done", {"pipeline": name, "status": "failed"})
         raise error from None
@@ -129,7 +133,9 @@ def _execute_body(
     return done
 
 
-def _database_error(engine: Engine, result: LoadRun, exc: sa.exc.DBAPIError | psycopg.Error) -> DatabaseError:
+def _database_error(
+    engine: Engine, result: LoadRun, exc: sa.exc.DBAPIError | psycopg.Error | sqlite3.Error
+) -> DatabaseError:
     """The error to raise for a failed statement: its first line, whether the failure could be
     recorded, and what to do about the usual causes."""
     cause = _first_database_error(exc)
@@ -161,7 +167,7 @@ def _first_database_error(exc: BaseException) -> BaseException:
     context = exc.__context__
     while context is not None and id(context) not in seen:
         seen.add(id(context))
-        if isinstance(context, sa.exc.DBAPIError | psycopg.Error):
+        if isinstance(context, _DATABASE_ERRORS):
             first = context
         context = context.__context__
     return first

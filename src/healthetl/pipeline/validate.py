@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import closing
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from healthetl.errors import HealthetlError
 from healthetl.failures import FAILURE_COLUMNS, REJECTED, mark_rejected
 from healthetl.ledger import quarantine
 from healthetl.pipeline.extract import frames_from
+from healthetl.pipeline.readahead import read_ahead
 from healthetl.pipeline.references import lookup_tables, reference_keys
 from healthetl.pipeline.validator import Validator
 from healthetl.results import ValidateResult
@@ -54,12 +56,13 @@ def validate(
     carry = clean_writer is not None and clean_writer.kind == "arrow"
     failure: BaseException | None = None
     try:
-        for frame in frames_from([source], options):
-            batch = validator.validate(frame)
-            if clean_writer is not None:
-                clean_writer.write(with_rejected(batch.clean, batch.failures) if carry else batch.clean)
-            if rejects_writer is not None and not batch.failures.empty:
-                rejects_writer.write(_masked(batch.failures, visible).astype({"source_row": "int64"}))
+        with closing(read_ahead(frames_from([source], options))) as frames:  # parsing on a thread
+            for frame in frames:
+                batch = validator.validate(frame)
+                if clean_writer is not None:
+                    clean_writer.write(with_rejected(batch.clean, batch.failures) if carry else batch.clean)
+                if rejects_writer is not None and not batch.failures.empty:
+                    rejects_writer.write(_masked(batch.failures, visible).astype({"source_row": "int64"}))
         if rejects_writer is not None and rejects_writer.rows == 0:
             empty = pd.DataFrame({c: pd.Series([], dtype="str") for c in FAILURE_COLUMNS})
             rejects_writer.write(empty.astype({"source_row": "int64"}))
