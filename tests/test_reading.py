@@ -103,6 +103,35 @@ def test_a_json_file_with_a_broken_record_names_it(cli, tmp_path: Path) -> None:
     assert "appointments.json, record 2: invalid JSON" in result.output
 
 
+def test_ndjson_values_are_read_exactly_and_bad_lines_named(tmp_path: Path) -> None:
+    """Integers past 64 bits stay exact (orjson would make them floats), NaN (Python's own writer
+    emits it) is read, a broken line is kept with its number and reason, unicode intact."""
+    lines = [
+        '{"id": 123456789012345678901234567890, "n": -9223372036854775809}',
+        '{"id": 2, "n": NaN, "name": "Zoë \\u00e9 \\ud83d\\ude00"}',
+        '{"id": 3, "n": ',
+        '{"id": 4, "n": 1.5, "deep": {"a": [1, {"b": null}]}}',
+    ]
+    path = tmp_path / "records.ndjson"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    records = list(read_records(str(path)))
+    assert [r.source_row for r in records] == [1, 2, 3, 4]
+    assert records[0].value == {"id": 123456789012345678901234567890, "n": -9223372036854775809}
+    assert records[1].value is not None and records[1].value["n"] != records[1].value["n"]  # NaN
+    assert records[1].value["name"] == "Zoë é 😀"
+    assert records[2].value is None and records[2].error == json_error('{"id": 3, "n": ')
+    assert records[3].value == json.loads(lines[3])
+
+
+def json_error(line: str) -> str:
+    """The reason the standard library gives for a line (what the reader must report)."""
+    try:
+        json.loads(line)
+    except json.JSONDecodeError as exc:
+        return f"invalid JSON ({exc.msg} at column {exc.colno})"
+    raise AssertionError("the line is valid")
+
+
 def test_a_multi_megabyte_json_array_streams_whole(tmp_path: Path) -> None:
     """One record of ~6 MB and 20,000 small ones: every record read, in order, intact."""
     big = {"id": "big", "items": [{"k": i, "v": "x" * 40} for i in range(120_000)]}

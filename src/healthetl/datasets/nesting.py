@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from healthetl.datasets.paths import get_path
+from healthetl.datasets.paths import getter
 from healthetl.datasets.spec import Column, Dataset
 from healthetl.datasets.tables import SA_TYPES
 from healthetl.sources.readers import SOURCE_FILE, SOURCE_ROW
@@ -52,8 +52,8 @@ class Nested:
 
 
 def as_text(value: Any) -> str | None:
-    if value is None:
-        return None
+    if value is None or type(value) is str:  # the usual cases first: this runs per value
+        return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict | list):
@@ -103,15 +103,21 @@ def flatten(
     skip = looked_up(dataset)
     parent_rows: list[dict[str, Any]] = []
     child_rows: dict[str, list[dict[str, Any]]] = {c.table: [] for c, _ in all_children(nested)}
+    snapshot_column = nested.snapshot_column
+    # per column read from the record, its path compiled once; the snapshot and looked-up
+    # columns are filled here and by the lookup
+    reads = [
+        (column, getter(nested.paths.get(column, column)))
+        for column in dataset.column_names
+        if column != snapshot_column and column not in skip
+    ]
     for index, (source_file, source_row, record, snapshot) in enumerate(records):
         row: dict[str, Any] = {SOURCE_FILE: source_file, SOURCE_ROW: source_row, RECORD: index}
-        for column in dataset.column_names:
-            if nested.snapshot_column and column == nested.snapshot_column:
-                row[column] = snapshot
-            elif column in skip:
-                row[column] = None
-            else:
-                row[column] = as_text(get_path(record, nested.paths.get(column, column)))
+        row.update(dict.fromkeys(skip))
+        if snapshot_column:
+            row[snapshot_column] = snapshot
+        for column, read in reads:
+            row[column] = as_text(read(record))
         parent_rows.append(row)
         base = {k: row[k] for k in keys}
         _children(
@@ -143,16 +149,19 @@ def _children(
     out: dict[str, list[dict[str, Any]]],
 ) -> None:
     for child in children:
-        items = get_path(element, child.path)
+        items = getter(child.path)(element)
         if not isinstance(items, list):
             continue
+        reads = [(column.name, getter(child.paths.get(column.name, column.name))) for column in child.columns]
+        rows = out[child.table]
         for position, item in enumerate(items, start=1):
-            own = {**key, child.ordinal: str(position)}
-            row = {**lineage, **own}
-            for column in child.columns:
-                row[column.name] = as_text(get_path(item, child.paths.get(column.name, column.name)))
-            out[child.table].append(row)
-            _children(child.children, item, own, lineage, out)
+            row = lineage | key
+            row[child.ordinal] = str(position)
+            for name, read in reads:
+                row[name] = as_text(read(item))
+            rows.append(row)
+            if child.children:
+                _children(child.children, item, key | {child.ordinal: row[child.ordinal]}, lineage, out)
 
 
 def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:

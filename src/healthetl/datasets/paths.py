@@ -18,6 +18,7 @@ path that matched nothing in a whole run as drift."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -77,14 +78,50 @@ def compile_path(path: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(out)
 
 
+_PLAIN = re.compile(r"^[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*$")
+
+
+@lru_cache(maxsize=4096)
+def getter(path: str) -> Callable[[Any], Any]:
+    """``get_path`` for one path, compiled once: a path of plain field names (the usual case:
+    ``location.state``) becomes a chain of dict lookups, with no parsing per record."""
+    if path == ".":
+        return _itself
+    if path.endswith("#") and "{" not in path:
+        inner = getter(path[:-1])
+        return lambda value: _length(inner(value))
+    if _PLAIN.match(path) and not path.startswith("ofType"):
+        names = tuple(path.split("."))
+        if len(names) == 1:
+            name = names[0]
+            return lambda value: value.get(name) if isinstance(value, dict) else None
+        return lambda value: _fields(value, names)
+    return lambda value: get_path(value, path)
+
+
+def _itself(value: Any) -> Any:
+    return value
+
+
+def _length(items: Any) -> int | None:
+    return len(items) if isinstance(items, list) else 0 if items is None else None
+
+
+def _fields(value: Any, names: tuple[str, ...]) -> Any:
+    for name in names:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(name)
+    return value
+
+
 def get_path(value: Any, path: str) -> Any:
     if path == ".":
         return value
     if "{" in path:
         return _template(value, path)
     if path.endswith("#"):
-        items = get_path(value, path[:-1])
-        return len(items) if isinstance(items, list) else 0 if items is None else None
+        return _length(get_path(value, path[:-1]))
     for name, selector in compile_path(path):
         if not isinstance(value, dict):
             return None

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
+from healthetl.datasets.keys import KeyTracker
 from healthetl.datasets.nesting import (
     RECORD,
     all_children,
@@ -30,7 +31,7 @@ from healthetl.datasets.nesting import (
     looked_up,
     snapshot_from_path,
 )
-from healthetl.datasets.paths import get_path
+from healthetl.datasets.paths import getter
 from healthetl.datasets.spec import Dataset
 from healthetl.db import bulk
 from healthetl.errors import UsageError
@@ -89,13 +90,17 @@ def load_nested(
     children = [
         (c, a, Validator(child_dataset(dataset, c, a), options)) for c, a in all_children(dataset.nested)
     ]
-    seen: set[tuple[str, ...]] = set()
+    # (snapshot, key) of the records loaded so far: compact, and spilled to disk past a bound
+    seen = KeyTracker()
     snapshots = dataset.nested.snapshot_column is not None
     #: a record's identity: every key column but the snapshot date (which is the snapshot itself)
-    key_paths = [
-        dataset.nested.paths.get(k, k) for k in dataset.primary_key if k != dataset.nested.snapshot_column
+    key_reads = [
+        getter(dataset.nested.paths.get(k, k))
+        for k in dataset.primary_key
+        if k != dataset.nested.snapshot_column
     ]
     batch: list[tuple[str, int, dict[str, Any], str]] = []
+    idents: list[str | None] = []  # per record of the batch: its (snapshot, key), None if incomplete
     bad: list[dict[str, Any]] = []
 
     def flush() -> None:
@@ -103,8 +108,13 @@ def load_nested(
         if not batch and not bad:
             return
         if batch:
-            _load_batch(conn, dataset, catalog, batch, validator, children, run_id, counts, summary, spool)
+            fresh = _drop_duplicates(batch, idents, seen, counts)
+            if fresh:
+                _load_batch(
+                    conn, dataset, catalog, fresh, validator, children, run_id, counts, summary, spool
+                )
             batch.clear()
+            idents.clear()
         if bad:
             failures = pd.DataFrame(bad, columns=FAILURE_COLUMNS)
             bulk.write_quarantine(conn, failures, run_id=run_id, dataset=dataset.name, spool=spool)
@@ -119,26 +129,48 @@ def load_nested(
             counts.rows_quarantined += 1
             continue
         snapshot = _snapshot_of(rec, snapshot) if snapshots else ""
-        values = tuple(get_path(rec.value, path) for path in key_paths)
-        ident = (snapshot, *map(str, values))
-        if None not in values and ident in seen:
-            counts.duplicates_dropped += 1
-            counts.duplicates.append(f"{rec.source_file}:{rec.source_row}")
-            continue
-        seen.add(ident)
+        values = [read(rec.value) for read in key_reads]
         if snapshots and snapshot not in counts.snapshots:
             flush()
             _clear_snapshot(conn, dataset, catalog, snapshot)
             counts.snapshots.add(snapshot)
         batch.append((rec.source_file, rec.source_row, rec.value, snapshot))
+        idents.append(None if None in values else "\x1f".join([snapshot, *map(str, values)]))
         if len(batch) >= BATCH:
             flush()
-    flush()
+    try:
+        flush()
+    finally:
+        seen.close()
     empty = _empty_paths(dataset, counts)
     if empty:
         files = ", ".join(sorted({file_name(s.label) for s in sources}))
         validator.report_drift([Drift("empty_paths", files, tuple(empty))])
     return counts, summary
+
+
+def _drop_duplicates(
+    batch: list[tuple[str, int, dict[str, Any], str]],
+    idents: list[str | None],
+    seen: KeyTracker,
+    counts: NestedCounts,
+) -> list[tuple[str, int, dict[str, Any], str]]:
+    """The batch's records whose (snapshot, key) the run has not loaded yet (the first occurrence
+    wins, in this batch or an earlier one); the others are counted as dropped duplicates. A record
+    missing part of its key is never a duplicate (validation rejects it)."""
+    keys = pd.Series(idents, dtype="str")
+    dup = (seen.duplicated(keys) & keys.notna()).to_numpy()
+    seen.add(keys[~dup])
+    if not dup.any():
+        return list(batch)
+    kept = []
+    for record, duplicate in zip(batch, dup, strict=True):
+        if duplicate:
+            counts.duplicates_dropped += 1
+            counts.duplicates.append(f"{record[0]}:{record[1]}")
+        else:
+            kept.append(record)
+    return kept
 
 
 def _snapshot_of(rec: Record, snapshot: str | None) -> str:
