@@ -191,6 +191,10 @@ def main() -> None:
     parser.add_argument("--url")
     args = parser.parse_args()
     if args.child:
+        if args.child in ("reader", "healthetl", "healthetl_sqlite"):
+            from healthetl.sources.readers import bound_arrow_memory
+
+            bound_arrow_memory()  # as the command line does
         print(json.dumps(CONTENDERS[args.child][1](args.file, args.url)))
         return
     admin = os.environ.get(

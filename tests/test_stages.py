@@ -162,6 +162,46 @@ def test_validate_with_db_checks_references(cli, tmp_path: Path, sqlite_url: str
     assert rej["reason"].tolist() == ["unknown doctor_id '105'"]
 
 
+def test_a_merge_rewrites_only_the_rows_that_changed(cli, tmp_path: Path, db_url: str) -> None:
+    """A merge counts new, changed and unchanged rows; an unchanged row (a missing value equal to a
+    missing value) is not rewritten: it keeps the run id of the run that last changed it, a
+    changed one takes the merging run's."""
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    first = tmp_path / "a.csv"
+    first.write_text("doctor_id,name,specialty\n100,Dr. A,Vein\n101,Dr. B,\n102,Dr. C,Cardio\n")
+    assert cli("load", "doctors", first, "--mode", "merge", "--db", db_url).exit_code == 0
+    second = tmp_path / "b.csv"  # 100 changed, 101 and 102 as stored, 103 new
+    second.write_text(
+        "doctor_id,name,specialty\n100,Dr. A,Surgery\n101,Dr. B,\n102,Dr. C,Cardio\n103,Dr. D,\n"
+    )
+    result = cli("load", "doctors", second, "--mode", "merge", "--db", db_url, "--format", "json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    table = next(a for a in report["tables_written"] if a["table_name"] == "doctors")
+    assert (table["inserted"], table["updated"], table["unchanged"]) == (1, 1, 2)
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        stored = {
+            r[0]: (r[1], r[2])
+            for r in conn.execute(sa.text("SELECT doctor_id, specialty, run_id FROM doctors"))
+        }
+        first_run = (
+            conn.execute(
+                sa.text("SELECT run_id FROM etl_runs WHERE pipeline = 'doctors' ORDER BY started_at")
+            )
+            .scalars()
+            .first()
+        )
+    engine.dispose()
+    merged = report["run_id"]
+    assert stored == {
+        100: ("Surgery", merged),
+        101: (None, first_run),
+        102: ("Cardio", first_run),
+        103: (None, merged),
+    }
+
+
 def test_load_modes_and_transactional_failure(cli, tmp_path: Path, db_url: str) -> None:
     assert cli("db", "upgrade", "--db", db_url).exit_code == 0
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", db_url).exit_code == 0

@@ -330,26 +330,26 @@ class TableWriter:
             )
 
     def _count_changes(self, source: str) -> None:
-        """Classify incoming rows before the upsert: new key, changed (and applied), unchanged."""
+        """Classify incoming rows before the upsert: new key, changed (and applied), unchanged
+        (one pass over the join)."""
         q = self.conn.dialect.identifier_preparer.quote
         match = " AND ".join(f"t.{q(k)} = i.{q(k)}" for k in self.key)
-        same = "IS NOT DISTINCT FROM" if self.postgres else "IS"
-        data = [c for c in self.columns if c not in self.key and c != "run_id"]
-        differs = " OR ".join(f"NOT (i.{q(c)} {same} t.{q(c)})" for c in data) or "1 = 0"
         applies = " AND ".join(f"i.{q(c)} >= t.{q(c)}" for c in self.dedupe_order) or "1 = 1"
-        existing = int(
-            self.conn.exec_driver_sql(
-                f"SELECT COUNT(*) FROM {source} i JOIN {self._name} t ON {match}"
-            ).scalar_one()
-        )
-        self.updated = int(
-            self.conn.exec_driver_sql(
-                f"SELECT COUNT(*) FROM {source} i JOIN {self._name} t ON {match} "
-                f"WHERE ({differs}) AND ({applies})"
-            ).scalar_one()
-        )
-        self.inserted = self.loaded - existing
-        self.unchanged = existing - self.updated
+        existing, updated = self.conn.exec_driver_sql(
+            f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN ({self._differs('i', 't')}) AND ({applies}) "
+            f"THEN 1 ELSE 0 END), 0) FROM {source} i JOIN {self._name} t ON {match}"
+        ).one()
+        self.updated = int(updated)
+        self.inserted = self.loaded - int(existing)
+        self.unchanged = int(existing) - self.updated
+
+    def _differs(self, new: str, old: str) -> str:
+        """SQL that is true when row ``new`` holds other data than row ``old`` (two nulls are the
+        same; the run id is not data)."""
+        q = self.conn.dialect.identifier_preparer.quote
+        distinct = "IS DISTINCT FROM" if self.postgres else "IS NOT"
+        data = [c for c in self.columns if c not in self.key and c != "run_id"]
+        return " OR ".join(f"{new}.{q(c)} {distinct} {old}.{q(c)}" for c in data) or "1 = 0"
 
     def finish(self) -> None:
         self._restore_foreign_keys()
@@ -429,13 +429,17 @@ class TableWriter:
             for c in self.columns
             if c not in self.key
         )
-        clause = f"ON CONFLICT ({keys}) DO UPDATE SET {updates}"
+        # a row whose data is as stored is not rewritten (no new row version, no index churn: most
+        # rows of a daily full extract are unchanged); it keeps the run id of the run that changed it
+        clause = (
+            f"ON CONFLICT ({keys}) DO UPDATE SET {updates} WHERE ({self._differs('excluded', self._name)})"
+        )
         if self.dedupe_order:  # an older version never overwrites a newer one
             newer = " AND ".join(
                 f"excluded.{quote_name(self.conn, c)} >= {self._name}.{quote_name(self.conn, c)}"
                 for c in self.dedupe_order
             )
-            clause += f" WHERE {newer}"
+            clause += f" AND {newer}"
         return clause
 
     def _quarantine(self, failures: pd.DataFrame) -> None:
