@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,8 +123,11 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-#: a run of digits that may be an integer orjson cannot hold exactly (2**63 has 19 digits)
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
+#: digits to "0", every other ASCII character to " ": a line holds a run of 19 digits (an integer
+#: orjson may not hold exactly: 2**63 has 19 digits) when its translation holds 19 zeros (3x
+#: cheaper than a regular expression, which cost more than the parse itself)
+_DIGITS = str.maketrans({chr(c): "0" if chr(c).isdigit() else " " for c in range(128)})
+_LONG_RUN = "0" * 19
 
 
 def loads(line: str) -> tuple[Any, str | None]:
@@ -136,7 +138,7 @@ def loads(line: str) -> tuple[Any, str | None]:
     which are not JSON but which Python's own writer emits). A line with 19 digits in a row may
     hold an integer past 64 bits, which orjson would turn into an inexact float: the standard
     library reads it exactly."""
-    if not _LONG_DIGITS.search(line):
+    if _LONG_RUN not in line.translate(_DIGITS):
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError:
