@@ -342,3 +342,31 @@ def test_a_nested_dataset_declared_in_the_project_file(cli, tmp_path: Path, sqli
     assert sorted(tuple(r) for r in roles) == [("C1", 1, "nurse"), ("C1", 1, "triage")]
     assert services == 2
     assert ("staff.name", "required") in [tuple(r) for r in rejected]
+
+
+def test_duplicates_are_found_across_batches_and_past_the_key_memory(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """12,000 records (three batches) with repeats of early records late in the file, the key
+    history spilled to disk after 1,000 keys: every repeat dropped and listed, the first kept."""
+    monkeypatch.setenv("HEALTHETL_KEYS_IN_MEMORY", "1000")
+    template = _records(ML / "sample_facility_data.ndjson")[0]
+    lines = [json.dumps(dict(template, facility_id=f"FAC{i}")) for i in range(1, 12_001)]
+    repeats = {5_500: 3, 11_000: 4_999, 11_999: 10_500}  # line -> the facility it repeats
+    for line, facility in repeats.items():
+        lines[line - 1] = json.dumps(dict(template, facility_id=f"FAC{facility}", facility_name="Later"))
+    src = tmp_path / "2025-08-10_many.ndjson"
+    src.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.json"
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    result = cli("run", "--config", _project(tmp_path, [src]), "--db", db, "--report", report)
+    assert result.exit_code == 0, result.output
+    rep = json.loads(report.read_text())["pipelines"][0]
+    assert rep["counts"]["duplicates_dropped"] == len(repeats)
+    assert rep["duplicate_records"] == [f"{src.name}:{line}" for line in sorted(repeats)]
+    assert rep["counts"]["rows_loaded"] == 12_000 - len(repeats)
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        later = conn.execute(sa.text("SELECT COUNT(*) FROM facility_snapshots WHERE facility_name = 'Later'"))
+        assert later.scalar_one() == 0
+    engine.dispose()

@@ -187,13 +187,13 @@ class _WriteThread:
         self._raise()
         self._queue.put(job)
 
-    def copy(self, statement: str, data: bytes | pa.Table) -> None:
-        """``COPY ... FROM STDIN (FORMAT csv)`` of CSV bytes, or of a table serialised here."""
+    def copy(self, statement: str, rows: pa.Table) -> None:
+        """``COPY ... FROM STDIN (FORMAT csv)`` of a table, serialised to CSV here (Arrow's
+        writer releases the GIL)."""
 
         def job(raw: Any) -> None:
-            payload = csv_bytes(data) if isinstance(data, pa.Table) else data
             with raw.cursor() as cur, cur.copy(statement) as copy:
-                copy.write(payload)
+                copy.write(csv_bytes(rows))
 
         self.submit(job)
 

@@ -122,26 +122,26 @@ def load_nested(
             bad.clear()
         progress("batch", {"pipeline": pipeline, "rows": counts.rows_in})
 
-    for rec, snapshot in records(sources, options):
-        counts.rows_in += 1
-        if rec.value is None:
-            bad.append(_failure(rec, "json", rec.error or "unreadable record"))
-            counts.rows_quarantined += 1
-            continue
-        snapshot = _snapshot_of(rec, snapshot) if snapshots else ""
-        values = [read(rec.value) for read in key_reads]
-        if snapshots and snapshot not in counts.snapshots:
-            flush()
-            _clear_snapshot(conn, dataset, catalog, snapshot)
-            counts.snapshots.add(snapshot)
-        batch.append((rec.source_file, rec.source_row, rec.value, snapshot))
-        idents.append(None if None in values else "\x1f".join([snapshot, *map(str, values)]))
-        if len(batch) >= BATCH:
-            flush()
     try:
+        for rec, snapshot in records(sources, options):
+            counts.rows_in += 1
+            if rec.value is None:
+                bad.append(_failure(rec, "json", rec.error or "unreadable record"))
+                counts.rows_quarantined += 1
+                continue
+            snapshot = _snapshot_of(rec, snapshot) if snapshots else ""
+            values = [read(rec.value) for read in key_reads]
+            if snapshots and snapshot not in counts.snapshots:
+                flush()
+                _clear_snapshot(conn, dataset, catalog, snapshot)
+                counts.snapshots.add(snapshot)
+            batch.append((rec.source_file, rec.source_row, rec.value, snapshot))
+            idents.append(None if None in values else "\x1f".join([snapshot, *map(str, values)]))
+            if len(batch) >= BATCH:
+                flush()
         flush()
     finally:
-        seen.close()
+        seen.close()  # its scratch file, if the run spilled, goes whatever happened
     empty = _empty_paths(dataset, counts)
     if empty:
         files = ", ".join(sorted({file_name(s.label) for s in sources}))
