@@ -226,16 +226,33 @@ CONTENDERS = {
 }
 
 
-def _child(name: str, url: str, csv_path: str) -> dict[str, float]:
+def admin_url() -> str:
+    """The server the benchmarks create their databases on."""
+    return os.environ.get(
+        "HEALTHETL_BENCH_DATABASE_URL", os.environ.get("HEALTHETL_TEST_DATABASE_URL", DEFAULT_URL)
+    )
+
+
+def child_result(script: str, name: str, *args: str) -> dict[str, float]:
+    """Run contender ``name`` of ``script`` in a fresh process (its peak memory its own) and
+    return the JSON it prints last."""
     done = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--url", url, "--csv", csv_path],
-        capture_output=True,
-        text=True,
-        check=False,
+        [sys.executable, script, "--child", name, *args], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise SystemExit(f"{name} failed:\n{done.stderr}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bound_memory_as_the_cli_does() -> None:
+    """Arrow's memory pool bounded as the command line bounds it, for a healthetl contender."""
+    from healthetl.sources.readers import bound_arrow_memory
+
+    bound_arrow_memory()
+
+
+def _child(name: str, url: str, csv_path: str) -> dict[str, float]:
+    return child_result(__file__, name, "--url", url, "--csv", csv_path)
 
 
 def _clean_copy(csv_path: Path) -> None:
@@ -331,19 +348,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.child.startswith("healthetl"):
-            from healthetl.sources.readers import bound_arrow_memory
-
-            bound_arrow_memory()  # as the command line does
+            bound_memory_as_the_cli_does()
         print(json.dumps(CONTENDERS[args.child](args.url, args.csv)))
         return
 
-    admin_url = os.environ.get(
-        "HEALTHETL_BENCH_DATABASE_URL", os.environ.get("HEALTHETL_TEST_DATABASE_URL", DEFAULT_URL)
-    )
+    admin = admin_url()
     csv_path = generate(args.rows, OUT / f"appointments_{args.rows}.csv")
     size_mb = csv_path.stat().st_size / 1e6
     _clean_copy(csv_path)
-    name, url = _prepare(admin_url)
+    name, url = _prepare(admin)
     try:
         names = ["raw_copy", "raw_copy_typed", "healthetl"]
         names += [] if args.skip_to_sql else ["to_sql"]
@@ -354,7 +367,7 @@ def main() -> None:
             for n in names:
                 results[n].append(_child(n, url, str(csv_path)))
     finally:
-        _drop(admin_url, name)
+        _drop(admin, name)
 
     print(
         f"\n{args.rows:,} appointment rows, {size_mb:.0f} MB CSV, PostgreSQL, "

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -155,15 +153,7 @@ CONTENDERS = {
 
 
 def _child(name: str, url: str, csv_path: Path) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--url", url, "--csv", str(csv_path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return load_bench.child_result(__file__, name, "--url", url, "--csv", str(csv_path))
 
 
 def _sql(url: str, *statements: str) -> None:
@@ -187,14 +177,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.child in ("fill", "healthetl"):
-            from healthetl.sources.readers import bound_arrow_memory
-
-            bound_arrow_memory()  # as the command line does
+            load_bench.bound_memory_as_the_cli_does()
         print(json.dumps(CONTENDERS[args.child](args.url, args.csv)))
         return
-    admin = os.environ.get(
-        "HEALTHETL_BENCH_DATABASE_URL", os.environ.get("HEALTHETL_TEST_DATABASE_URL", load_bench.DEFAULT_URL)
-    )
+    admin = load_bench.admin_url()
     base_path, update_path = generate(args.base, args.update)
     name, url = load_bench._prepare(admin)
     results: dict[str, list[dict[str, float]]] = {"healthetl": [], "sql_upsert": []}

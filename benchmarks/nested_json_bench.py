@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -170,15 +168,7 @@ CONTENDERS = {
 
 
 def _child(name: str, path: str, url: str) -> dict[str, float]:
-    done = subprocess.run(
-        [sys.executable, __file__, "--child", name, "--file", path, "--url", url],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return load_bench.child_result(__file__, name, "--file", path, "--url", url)
 
 
 def main() -> None:
@@ -192,14 +182,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         if args.child in ("reader", "healthetl", "healthetl_sqlite"):
-            from healthetl.sources.readers import bound_arrow_memory
-
-            bound_arrow_memory()  # as the command line does
+            load_bench.bound_memory_as_the_cli_does()
         print(json.dumps(CONTENDERS[args.child][1](args.file, args.url)))
         return
-    admin = os.environ.get(
-        "HEALTHETL_BENCH_DATABASE_URL", os.environ.get("HEALTHETL_TEST_DATABASE_URL", load_bench.DEFAULT_URL)
-    )
+    admin = load_bench.admin_url()
     path = generate(args.records, load_bench.OUT / f"2025-08-10_facilities_{args.records}.ndjson")
     name, url = load_bench._prepare(admin)
     names = ["json_loads", "orjson", "reader", "healthetl"] + (["healthetl_sqlite"] if args.sqlite else [])

@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=500_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    admin = os.environ.get("HEALTHETL_BENCH_DATABASE_URL", load_bench.DEFAULT_URL)
+    admin = load_bench.admin_url()
     dirty = load_bench.generate(args.rows, load_bench.OUT / f"appointments_{args.rows}.csv")
     load_bench._clean_copy(dirty)
     clean = dirty.with_suffix(".clean.csv")

@@ -14,9 +14,6 @@ same loads into SQLite files.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,51 +21,34 @@ sys.path.insert(0, str(Path(__file__).parent))
 import load_bench  # noqa: E402 (generator, contenders, database set-up and tear-down are shared)
 
 
-def _child(name: str, url: str, csv_path: Path) -> dict[str, float]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(Path(load_bench.__file__)),
-            "--child",
-            name,
-            "--url",
-            url,
-            "--csv",
-            str(csv_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000, 10_000_000])
     parser.add_argument("--sqlite", action="store_true", help="also load each file into SQLite")
     args = parser.parse_args()
-    admin = os.environ.get(
-        "HEALTHETL_BENCH_DATABASE_URL", os.environ.get("HEALTHETL_TEST_DATABASE_URL", load_bench.DEFAULT_URL)
-    )
+    admin = load_bench.admin_url()
     names = ["raw_copy", "healthetl"] + (["healthetl_sqlite"] if args.sqlite else [])
     rows: list[tuple[int, float, dict[str, dict[str, float]]]] = []
     for size in args.sizes:
         csv_path = load_bench.generate(size, load_bench.OUT / f"appointments_{size}.csv")
         name, url = load_bench._prepare(admin)
         try:
-            rows.append((size, csv_path.stat().st_size / 1e6, {n: _child(n, url, csv_path) for n in names}))
+            rows.append(
+                (
+                    size,
+                    csv_path.stat().st_size / 1e6,
+                    {n: load_bench._child(n, url, str(csv_path)) for n in names},
+                )
+            )
         finally:
             load_bench._drop(admin, name)
     print(
         f"\n{'rows':>12}{'CSV MB':>8}  "
-        + "".join(f"{n + ' s':>18}{'us/row':>8}{'peak MB':>9}" for n in names)
+        + "".join(f"{n + ' s':>22}{'us/row':>8}{'peak MB':>9}" for n in names)
     )
     for size, mb, results in rows:
         cells = "".join(
-            f"{r['seconds']:18.1f}{r['seconds'] / size * 1e6:8.2f}{r['peak_mb']:9.0f}"
+            f"{r['seconds']:22.1f}{r['seconds'] / size * 1e6:8.2f}{r['peak_mb']:9.0f}"
             for r in (results[n] for n in names)
         )
         print(f"{size:12,}{mb:8.0f}  {cells}")
