@@ -90,7 +90,7 @@ def getter(path: str) -> Callable[[Any], Any]:
     if path.endswith("#") and "{" not in path:
         inner = getter(path[:-1])
         return lambda value: _length(inner(value))
-    if _PLAIN.match(path) and not path.startswith("ofType"):
+    if _PLAIN.match(path):  # no selector, filter, choice, ofType() or template
         names = tuple(path.split("."))
         if len(names) == 1:
             name = names[0]
