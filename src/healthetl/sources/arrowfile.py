@@ -18,17 +18,38 @@ if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
 
-def read_parquet(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) -> Iterator[pd.DataFrame]:
+def read_parquet(
+    path: str, chunk_size: int, fs: AbstractFileSystem | None = None, row_groups: list[int] | None = None
+) -> Iterator[pd.DataFrame]:
+    """``row_groups``: only those (a partition; see :func:`row_group_spans`)."""
     try:
         pf = pq.ParquetFile(path if fs is None else open_binary(path, fs))
         yielded = False
-        for batch in pf.iter_batches(batch_size=chunk_size):
+        for batch in pf.iter_batches(batch_size=chunk_size, row_groups=row_groups):
             yield text_frame(pa.Table.from_batches([batch]))
             yielded = True
         if not yielded:
             yield text_frame(pf.schema_arrow.empty_table())
     except (pa.ArrowInvalid, OSError) as exc:
         raise SourceError(f"{path}: not a readable Parquet file: {first_line(exc)}") from None
+
+
+def row_group_spans(path: str, size: int, fs: AbstractFileSystem | None = None) -> list[list[int]]:
+    """A Parquet file's row groups gathered into partitions of about ``size`` bytes
+    (uncompressed), in order; at least one (maybe empty)."""
+    try:
+        meta = pq.ParquetFile(path if fs is None else open_binary(path, fs)).metadata
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SourceError(f"{path}: not a readable Parquet file: {first_line(exc)}") from None
+    spans: list[list[int]] = [[]]
+    held = 0
+    for i in range(meta.num_row_groups):
+        if spans[-1] and held >= size:
+            spans.append([])
+            held = 0
+        spans[-1].append(i)
+        held += meta.row_group(i).total_byte_size
+    return spans
 
 
 def read_arrow(path: str) -> Iterator[pd.DataFrame]:

@@ -15,7 +15,7 @@ import pyarrow.csv as pacsv
 
 from healthetl.errors import SourceError
 from healthetl.sources.frames import MAX_COLUMNS, normalise_name, text_frame, unique_names
-from healthetl.sources.storage import open_decompressed
+from healthetl.sources.storage import ByteRange, open_binary, open_decompressed
 from healthetl.sources.text import encoding_message, first_bad_line, open_text
 
 if TYPE_CHECKING:
@@ -77,6 +77,10 @@ def _csv_header(
 CSV_BLOCK_BYTES = 4 << 20
 
 
+#: a byte range of a file holding whole records: (first byte, end byte, file line of its first record)
+Span = tuple[int, int, int]
+
+
 def read_csv(
     path: str,
     chunk_size: int,
@@ -84,11 +88,13 @@ def read_csv(
     delimiter: str,
     quote: str,
     fs: AbstractFileSystem | None = None,
+    span: Span | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Stream a CSV in record-aligned blocks of a few MB, each parsed by Arrow.
 
     Arrow's own streaming reader reads a local file ahead without bound, so memory would grow
-    with the file; cutting the bytes ourselves at record boundaries keeps it flat.
+    with the file; cutting the bytes ourselves at record boundaries keeps it flat. ``span``: only
+    the records of that byte range (see :func:`record_spans`), the header read from the top.
     """
     header = _csv_header(path, encoding, delimiter, quote, fs)
     names = unique_names([normalise_name(h.strip()) for h in header])
@@ -105,8 +111,9 @@ def read_csv(
     pending: list[pa.Table] = []
     pending_rows = 0
     yielded = False
-    line = 2  # the first data record is on line 2 of the file
-    for block in _record_blocks(path, quote.encode(), delimiter.encode(), encoding if wide else None, fs):
+    line = 2 if span is None else span[2]  # the first data record is on line 2 of the file
+    blocks = _record_blocks(path, quote.encode(), delimiter.encode(), encoding if wide else None, fs, span)
+    for block in blocks:
         # the whole block in one Arrow block: a field longer than the usual block size (a
         # 10 MB value) is still one field, never "straddling" two blocks
         read_opts = pacsv.ReadOptions(
@@ -160,19 +167,60 @@ class _Utf8Recoder:
         self._text.close()
 
 
+def record_spans(
+    path: str, quote: str, delimiter: str, size: int, fs: AbstractFileSystem | None = None
+) -> list[Span]:
+    """The records after the header as consecutive byte ranges of about ``size`` bytes, each cut
+    where a record ends (quote-aware, one pass at the cutter's speed), with the line each starts
+    on: partitions that readers on other machines can read independently. At least one span
+    (empty when the file holds only its header)."""
+    cutter = _RecordCutter(quote.encode(), delimiter.encode())
+    spans: list[Span] = []
+    start = pos = -1  # bytes of the file the cutter has handed back
+    line = first = 2
+    try:
+        with open_binary(path, fs) as fh:
+            step = min(CSV_BLOCK_BYTES, max(64, size // 4))  # a cut falls within a quarter of ``size``
+            while data := fh.read(step):
+                records = cutter.feed(data)
+                if start < 0:
+                    end = records.find(b"\n")
+                    if end < 0:
+                        continue
+                    start = pos = end + 1
+                    records = records[end + 1 :]
+                pos += len(records)
+                line += records.count(b"\n")
+                if pos - start >= size:
+                    spans.append((start, pos, first))
+                    start, first = pos, line
+            pos += len(cutter.finish(path))
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc}") from None
+    if start < 0:
+        raise SourceError(f"{path}: no header row (the file is empty)")
+    if pos > start or not spans:
+        spans.append((start, pos, first))
+    return spans
+
+
 def _record_blocks(
     path: str,
     quote: bytes = b'"',
     delimiter: bytes = b",",
     recode: str | None = None,
     fs: AbstractFileSystem | None = None,
+    span: Span | None = None,
 ) -> Iterator[bytes]:
-    """The bytes after the header line, cut only where a record ends (see ``_RecordCutter``)."""
+    """The bytes after the header line (or of ``span``), cut only where a record ends (see
+    ``_RecordCutter``)."""
     cutter = _RecordCutter(quote, delimiter)
     try:
-        raw = open_decompressed(path, fs)
+        raw: Any = (
+            open_decompressed(path, fs) if span is None else ByteRange(open_binary(path, fs), *span[:2])
+        )
         with _Utf8Recoder(raw, recode) if recode else raw as fh:
-            header_done = False
+            header_done = span is not None
             while True:
                 data = fh.read(CSV_BLOCK_BYTES if header_done else 64 << 10)
                 if not data:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from healthetl.errors import SourceError
 from healthetl.sources.formats import holds_records
-from healthetl.sources.storage import file_name, open_decompressed, size_of
+from healthetl.sources.storage import ByteRange, file_name, open_binary, open_decompressed, size_of
 from healthetl.sources.text import encoding_message, first_bad_line
 
 if TYPE_CHECKING:
@@ -154,12 +154,40 @@ def loads(line: str) -> tuple[Any, str | None]:
     return value, problem(line, value)
 
 
-def ndjson_lines(fh: Iterable[str], file: str, *, bad_lines: BadLines = "keep") -> Iterator[Record]:
+def line_spans(path: str, size: int, fs: AbstractFileSystem | None = None) -> list[tuple[int, int, int]]:
+    """An NDJSON file as consecutive byte ranges of about ``size`` bytes cut after a line break
+    (a JSON text holds no raw line break), each with the line it starts on: partitions."""
+    spans: list[tuple[int, int, int]] = []
+    start = pos = 0
+    first = line = 1
+    try:
+        with open_binary(path, fs) as fh:
+            while data := fh.read(4 << 20):
+                done = 0  # bytes of data counted
+                while (want := start + size - pos) < len(data):
+                    cut = data.find(b"\n", max(want, done, 1) - 1) + 1
+                    if not cut:
+                        break
+                    line += data.count(b"\n", done, cut)
+                    spans.append((start, pos + cut, first))
+                    start, first, done = pos + cut, line, cut
+                line += data.count(b"\n", done)
+                pos += len(data)
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc}") from None
+    if pos > start or not spans:
+        spans.append((start, pos, first))
+    return spans
+
+
+def ndjson_lines(
+    fh: Iterable[str], file: str, *, bad_lines: BadLines = "keep", first_line: int = 1
+) -> Iterator[Record]:
     """The NDJSON reader: one record per non-blank line. A line that is not a JSON object is a
     record carrying why (``keep``: nested loads quarantine it) or stops the file (``fail``: flat
     files, read as a table, have no place for it)."""
     name = file_name(file)
-    for lineno, line in enumerate(fh, start=1):
+    for lineno, line in enumerate(fh, start=first_line):
         if not line.strip():
             continue
         value, why = loads(line)
@@ -204,14 +232,23 @@ def _array(fh: IO[bytes], file: str) -> Iterator[Record]:
         yield Record(file_name(file), index + 1, None, f"invalid JSON ({text})", file)
 
 
-def read_ndjson(path: str, chunk_size: int, fs: AbstractFileSystem | None = None) -> Iterator[pd.DataFrame]:
-    """Flat NDJSON: one object per line; nested values are kept as JSON text; a bad line fails."""
+def read_ndjson(
+    path: str,
+    chunk_size: int,
+    fs: AbstractFileSystem | None = None,
+    span: tuple[int, int, int] | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Flat NDJSON: one object per line; nested values are kept as JSON text; a bad line fails.
+    ``span``: only the lines of that byte range (see :func:`line_spans`)."""
     try:
-        with _open(path, fs) as fh:
-            yield from record_frames(
-                (rec.value for rec in ndjson_lines(fh, path, bad_lines="fail") if rec.value is not None),
-                chunk_size,
-            )
+        if span is None:
+            fh = _open(path, fs)
+        else:
+            part = io.BufferedReader(ByteRange(open_binary(path, fs), span[0], span[1]))
+            fh = io.TextIOWrapper(part, encoding="utf-8")
+        with fh:
+            lines = ndjson_lines(fh, path, bad_lines="fail", first_line=1 if span is None else span[2])
+            yield from record_frames((rec.value for rec in lines if rec.value is not None), chunk_size)
     except UnicodeDecodeError:
         raise SourceError(encoding_message(path, "utf-8", first_bad_line(path, "utf-8", fs), fs)) from None
     except (OSError, EOFError) as exc:

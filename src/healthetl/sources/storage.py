@@ -9,6 +9,7 @@ is (``endpoint_url`` for MinIO, Ceph, ...), never a secret."""
 from __future__ import annotations
 
 import gzip
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -73,6 +74,32 @@ def open_binary(path: str, fs: AbstractFileSystem | None = None) -> IO[bytes]:
         return fs.open(path, "rb")  # type: ignore[no-any-return]
     except (OSError, ValueError) as exc:
         raise remote_error(path, exc) from None
+
+
+class ByteRange(io.RawIOBase):
+    """The bytes ``start:end`` of a binary file, read as if they were all of it (a partition)."""
+
+    def __init__(self, raw: Any, start: int, end: int) -> None:
+        super().__init__()
+        raw.seek(start)
+        self._raw, self._left = raw, end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._left <= 0:
+            return 0
+        view = memoryview(buffer).cast("B")
+        data = self._raw.read(min(len(view), self._left))
+        view[: len(data)] = data
+        self._left -= len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+        super().close()
 
 
 def open_decompressed(path: str, fs: AbstractFileSystem | None = None) -> IO[bytes]:
