@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from healthetl.config import LOAD_MODES
 from healthetl.errors import UsageError
@@ -37,6 +38,9 @@ from healthetl.session import (
 )
 from healthetl.sources.base import Source
 
+if TYPE_CHECKING:
+    from healthetl.pipeline.distributed.cluster import DaskCluster
+
 log = logging.getLogger("healthetl")
 
 
@@ -51,6 +55,8 @@ def _log_progress(event: str, info: dict[str, Any]) -> None:
         log.info("%s: %s", pipeline, info.get("status"))
     elif event == "upgraded":
         log.info("database upgraded from %s to %s", info.get("from") or "empty", info.get("to"))
+    elif event == "engine":
+        log.info("%s", f"{pipeline}: {info['detail']}" if pipeline else info["detail"])
     elif event == "idle":
         log.info("%s: inbox empty, nothing to do", pipeline)
     elif event == "left_out":
@@ -74,27 +80,63 @@ def run(
     from_raw: str | None = None,
     snapshot_date: str | None = None,
     progress: Progress | None = None,
+    engine: str = "local",
+    scheduler: str | None = None,
+    workers: int | None = None,
+    partition_size: int | str | None = None,
 ) -> RunResult:
     """Every pipeline of the project file (or those named), dependencies first, migrating the
     database first if needed: ``healthetl run``. ``from_raw`` reprocesses the raw rows of one
-    earlier run; ``progress`` receives the run's events (default: log records)."""
+    earlier run; ``progress`` receives the run's events (default: log records).
+
+    ``engine="dask"``: flat datasets are validated and staged by Dask workers, on the scheduler
+    at ``scheduler`` or on a local cluster of ``workers`` processes (default: one per core), in
+    partitions of about ``partition_size`` bytes (``"64MB"``); PostgreSQL only."""
     check_snapshot_date(snapshot_date)
+    if engine not in ENGINES:
+        raise UsageError(f"unknown engine {engine!r}: use {' or '.join(ENGINES)}")
+    if engine == "local" and (scheduler is not None or workers is not None or partition_size is not None):
+        raise UsageError("--scheduler, --workers and --partition-size go with --engine dask")
     session = open_database(db, _path(config))
     try:
-        return run_pipelines(
-            session.db,
-            session.project,
-            list(pipelines) if pipelines else None,
-            catalog=session.catalog,
-            progress=progress or _log_progress,
-            force=force,
-            full_refresh=full_refresh,
-            from_raw=from_raw,
-            report_path=_path(report),
-            snapshot_date=snapshot_date,
-        )
+        with ExitStack() as stack:
+            cluster = None
+            if engine == "dask":
+                cluster = stack.enter_context(_dask_cluster(session.db, scheduler, workers, partition_size))
+                (progress or _log_progress)("engine", {"detail": f"--engine dask: {cluster.description}"})
+            return run_pipelines(
+                session.db,
+                session.project,
+                list(pipelines) if pipelines else None,
+                catalog=session.catalog,
+                progress=progress or _log_progress,
+                force=force,
+                full_refresh=full_refresh,
+                from_raw=from_raw,
+                report_path=_path(report),
+                snapshot_date=snapshot_date,
+                cluster=cluster,
+            )
     finally:
         session.db.dispose()
+
+
+#: where a run's per-partition work runs: this process, or a Dask cluster
+ENGINES = ("local", "dask")
+
+
+def _dask_cluster(
+    db: Any, scheduler: str | None, workers: int | None, partition_size: int | str | None
+) -> DaskCluster:
+    """The cluster of ``--engine dask``, refused before it starts on a SQLite database."""
+    from healthetl.db.engine import is_postgres
+    from healthetl.pipeline.distributed.cluster import DaskCluster, refuse_sqlite
+    from healthetl.sources.partitions import DEFAULT_SIZE, parse_size
+
+    if not is_postgres(db):
+        raise UsageError(refuse_sqlite())
+    size = DEFAULT_SIZE if partition_size is None else parse_size(partition_size)
+    return DaskCluster(scheduler, workers, size)
 
 
 def validate(

@@ -43,6 +43,18 @@ class HealthetlError(Exception):
         text = str(self)
         return f"{text} ({self.hint})" if self.hint else text
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled whole (message, hint, and what a subclass keeps, e.g. drift findings), so an
+        error raised in a worker process reaches the coordinator as itself."""
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[HealthetlError], args: tuple[Any, ...], state: dict[str, Any]) -> HealthetlError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class UsageError(HealthetlError):
     """The command was called wrongly: retrying the same call cannot help."""

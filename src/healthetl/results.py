@@ -90,6 +90,9 @@ class BatchResult:
     rows_skipped: int = 0
     #: column -> missing values among the rows taken
     nulls: dict[str, int] = field(default_factory=dict)
+    #: (asked for by a distributed run) every row's key under each key set the run must not
+    #: repeat: set number, key text, source row, whether the row is clean
+    keys: pd.DataFrame | None = None
 
 
 _DRIFT_TEXT = {
@@ -142,6 +145,17 @@ class ValidationSummary:
         self.by_rule.update(other.by_rule)
         self.skipped_checks += other.skipped_checks
         self.drift += [d for d in other.drift if d not in self.drift]
+
+    def absorb(self, other: ValidationSummary) -> None:
+        """Another session's counts over other rows of the same run (a partition's worker); its
+        checks and skipped checks are this session's own."""
+        self.rows_in += other.rows_in
+        self.rows_valid += other.rows_valid
+        self.rows_quarantined += other.rows_quarantined
+        self.rows_warned += other.rows_warned
+        self.by_rule.update(other.by_rule)
+        for finding in other.drift:
+            self.note_drift(finding)
 
     def add_failures(self, failures: pd.DataFrame) -> None:
         if not failures.empty:
@@ -273,6 +287,9 @@ class LoadRun:
     duplicate_records: list[str] = field(default_factory=list)
     #: the run's failure records, kept to be written again if its transaction rolls back
     spool: FailureSpool = field(default_factory=FailureSpool, repr=False, compare=False)
+    #: failure records kept elsewhere (a distributed run's staging): each writes them to the
+    #: quarantine again, given a connection, if the run's transaction rolls back
+    requarantine: list[Callable[[Any], None]] = field(default_factory=list, repr=False, compare=False)
 
     def freeze(self) -> LoadResult:
         """The finished load: lists become tuples; counts, checks and audit rows are copies."""
@@ -296,7 +313,7 @@ class LoadRun:
 #: ``done`` (pipeline, status, counts when it succeeded), ``upgraded`` (from, to: migration
 #: revisions), ``idle`` (pipeline: an inbox with nothing in it), ``left_out`` (pipeline, files: what a
 #: multi-dataset pipeline's source holds that no dataset takes)
-ProgressEvent = Literal["start", "batch", "done", "upgraded", "idle", "left_out"]
+ProgressEvent = Literal["start", "batch", "done", "upgraded", "idle", "left_out", "engine"]
 #: a progress callback: the command line draws a progress display, the API logs
 Progress = Callable[[ProgressEvent, dict[str, Any]], None]
 

@@ -171,6 +171,8 @@ class RunDisplay:
             log.info("%s: run %s started, reading %s", name, data["run_id"], ", ".join(data["sources"]))
             if self._progress is not None:
                 self._tasks[name] = self._progress.add_task(name, total=None, rows=0)
+        elif event == "engine":
+            info(f"{name}: {data['detail']}" if name else data["detail"])
         elif event == "left_out":
             log.info(
                 "%s: not loaded, no dataset of the pipeline takes them: %s", name, ", ".join(data["files"])

@@ -56,6 +56,37 @@ FromRawOption = Annotated[
 ForceOption = Annotated[
     bool, typer.Option("--force", help="Load files the raw layer already holds (same sha256) again.")
 ]
+EngineOption = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where rows are validated: local (this process) or dask (Dask workers; PostgreSQL only).",
+    ),
+]
+SchedulerOption = Annotated[
+    str | None,
+    typer.Option(
+        "--scheduler",
+        help="--engine dask: the address of a running Dask scheduler (tcp://host:8786).",
+        show_default=False,
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        help="--engine dask without --scheduler: processes of the local cluster [default: one per core].",
+        show_default=False,
+    ),
+]
+PartitionSizeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--partition-size",
+        help="--engine dask: bytes of source per partition (64MB, 256MB) [default: 64MB].",
+        show_default=False,
+    ),
+]
 PipelinesOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -79,6 +110,10 @@ def run(
     force: ForceOption = False,
     snapshot_date: SnapshotOption = None,
     fmt: ResultFormatOption = "text",
+    engine: EngineOption = "local",
+    scheduler: SchedulerOption = None,
+    workers: WorkersOption = None,
+    partition_size: PartitionSizeOption = None,
 ) -> None:
     """Run every stage of the project's pipelines, dependencies first (migrates if needed)."""
     check_fail_on(fail_on)
@@ -95,6 +130,10 @@ def run(
             from_raw=from_raw,
             snapshot_date=snapshot_date,
             progress=display,
+            engine=engine,
+            scheduler=scheduler,
+            workers=workers,
+            partition_size=partition_size,
         )
     for name in result.idle:
         render.info(f"{name}: the inbox is empty, nothing to do")

@@ -299,6 +299,24 @@ class TableWriter:
         for batch in json_batches(frame, columns):
             self._copier.execute(statement, (*constants.values(), batch))
 
+    def insert_from(self, relation: str, order: Sequence[str] = ()) -> None:
+        """Rows already in the database (a distributed run's staging table, holding this
+        table's columns) into the table or its stage, in order with this load's other writes;
+        ``order``: the columns that give the rows' order in the files."""
+        if self._copier is None:
+            raise RuntimeError("the writer is not prepared")
+        cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
+        statement = (
+            f"INSERT INTO {self._target} ({cols}) SELECT {cols} FROM {quote_name(self.conn, relation)}"
+        )
+        if order:
+            statement += " ORDER BY " + ", ".join(quote_name(self.conn, c) for c in order)
+
+        def job(raw: Any) -> None:
+            self.rows += raw.execute(statement).rowcount
+
+        self._copier.submit(job)
+
     def flush(self) -> None:
         """Wait until every written row is in the database (stage or table)."""
         if self._copier is not None:
@@ -388,6 +406,8 @@ class TableWriter:
         cols = ", ".join(quote_name(self.conn, c) for c in self.columns)
         keys = ", ".join(quote_name(self.conn, k) for k in self.key)
         order = ", ".join(f"{quote_name(self.conn, c)} DESC" for c in self.dedupe_order)
+        # a tie: the row staged last (the later one in the files) wins, the same every time
+        order += ", ctid DESC" if self.postgres else ", rowid DESC"
         ranked = (
             f"SELECT {cols} FROM (SELECT {cols}, ROW_NUMBER() OVER (PARTITION BY {keys} "
             f"ORDER BY {order}) AS _healthetl_rank FROM {STAGE}) ranked WHERE _healthetl_rank = 1"

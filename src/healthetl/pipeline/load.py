@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import sqlalchemy as sa
@@ -36,6 +37,9 @@ from healthetl.results import CheckResult, LoadResult, LoadRun, Progress, RunCou
 from healthetl.sources.base import RecordSource, Source, source_for
 from healthetl.sources.http import ApiSource
 
+if TYPE_CHECKING:
+    from healthetl.pipeline.distributed.cluster import DaskCluster
+
 #: one source to read: what it is, its sha256 (or a marker), its frames
 Opened = tuple[Source, str, Iterable[pd.DataFrame]]
 
@@ -55,6 +59,7 @@ def load(
     full_refresh: bool = False,
     report_path: Path | None = None,
     inbox: bool = False,
+    cluster: DaskCluster | None = None,
 ) -> LoadResult:
     """Validate and load ``sources`` into the dataset's tables in one transaction.
 
@@ -83,11 +88,16 @@ def load(
             full_refresh=full_refresh,
             inbox=inbox,
             progress=progress,
+            cluster=cluster,
         )
 
-    return execute(
-        engine, result, body, command=command, progress=progress, inbox=inbox, report_path=report_path
-    )
+    try:
+        return execute(
+            engine, result, body, command=command, progress=progress, inbox=inbox, report_path=report_path
+        )
+    finally:
+        if cluster is not None:
+            cluster.cleanup(engine)
 
 
 def load_dataset(
@@ -103,23 +113,54 @@ def load_dataset(
     full_refresh: bool,
     inbox: bool,
     progress: Progress,
+    cluster: DaskCluster | None = None,
 ) -> None:
-    """Everything one dataset's load does inside the batch's transaction (see ``load``)."""
+    """Everything one dataset's load does inside the batch's transaction (see ``load``).
+    ``cluster``: the rows are validated and staged by its workers (flat files; other datasets
+    load here, and say so)."""
+    if cluster is not None:
+        refusal = cluster.refusal(dataset, catalog, items)
+        if refusal is not None:
+            progress("engine", {"pipeline": result.pipeline, "detail": f"loaded on this process: {refusal}"})
+            cluster = None
     if dataset.nested is not None:
         _load_nested(conn, dataset, catalog, items, options, result, progress, force=force, inbox=inbox)
         return
-    hide = pseudonymiser(dataset, catalog, options)
+    hidden = pseudonymised_columns(dataset, catalog, options)
     window = watermarks.incremental_window(conn, dataset, options, result.pipeline)
     since = window.start if window is not None and not full_refresh else None
     todo = _open(conn, dataset, catalog, items, options, result, force=force, inbox=inbox, since=since)
-    validator = _validator(conn, dataset, catalog, options, window, full_refresh)
+    cut = _window_cut(window, full_refresh)
+    known = reference_keys(conn, dataset, catalog)
+    lookups = lookup_tables(conn, dataset, catalog)
+    validator = Validator(dataset, options, known, window=cut, lookups=lookups)
     result.summary = validator.summary
     tracker = QualityTracker(dataset, cursor=window.cursor if window else None)
     writer = table_writer(conn, dataset, catalog, mode, result)
     previous = audit.previous_loaded(conn, result.pipeline, catalog.table(dataset).name)
     writer.prepare()
     raw_writer = _raw_writer(conn, dataset, catalog, writer, result.run_id)
-    _stream(todo, dataset, validator, writer, raw_writer, tracker, result, progress, hide)
+    if cluster is not None:
+        try:
+            cluster.stream(
+                conn,
+                dataset,
+                [item for item, _, _ in todo],
+                options,
+                validator,
+                tracker,
+                writer,
+                result,
+                progress,
+                known=known,
+                lookups=lookups,
+                pseudonymised=frozenset(hidden),
+            )
+        except BaseException:
+            writer.abort()
+            raise
+    else:
+        _stream(todo, dataset, validator, writer, raw_writer, tracker, result, progress, _hider(hidden))
     touched = None
     if dataset.analytics and not full_refresh and mode != "replace":
         touched = analytics.touched_partitions(conn, dataset, writer.incoming, result.run_id)
@@ -166,21 +207,12 @@ def _open(
     return todo
 
 
-def _validator(
-    conn: sa.Connection,
-    dataset: Dataset,
-    catalog: Catalog,
-    options: PipelineOptions,
-    window: watermarks.Window | None,
-    full_refresh: bool,
-) -> Validator:
-    """The dataset's validator, with the reference keys and lookups as this transaction sees
-    them and the incremental window's cut (unless ``full_refresh``)."""
-    cut = None
+def _window_cut(window: watermarks.Window | None, full_refresh: bool) -> tuple[str, str] | None:
+    """The incremental window's cut as validation applies it: (cursor column, first accepted
+    value as canonical text), or None (no window, or ``full_refresh``)."""
     if window is not None and window.start is not None and not full_refresh:
-        cut = (window.cursor, watermarks.canonical(window.start))
-    known = reference_keys(conn, dataset, catalog)
-    return Validator(dataset, options, known, window=cut, lookups=lookup_tables(conn, dataset, catalog))
+        return (window.cursor, watermarks.canonical(window.start))
+    return None
 
 
 def table_writer(
@@ -200,19 +232,32 @@ def table_writer(
     )
 
 
-def pseudonymiser(
-    dataset: Dataset, catalog: Catalog, options: PipelineOptions
-) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
-    """What stores the dataset's pseudonymised columns as pseudonyms (None: it has none). Asks
-    for the key before anything is read; refuses a raw layer, which keeps values as received."""
+def pseudonymised_columns(dataset: Dataset, catalog: Catalog, options: PipelineOptions) -> set[str]:
+    """The dataset's columns stored as pseudonyms (maybe none). Asks for the key before anything
+    is read; refuses a raw layer, which keeps values as received."""
     columns = dataset.pseudonymised(options.pseudonymise) & set(dataset.stored_names)
     if not columns:
-        return None
+        return set()
     if catalog.raw_table(dataset) is not None:
         raise ConfigError(
             f"dataset {dataset.name} keeps a raw layer of the rows as received: its pseudonymised "
             f"columns ({', '.join(sorted(columns))}) would be kept there in clear; turn one of them off"
         )
+    pseudonym.key()
+    return columns
+
+
+def pseudonymiser(
+    dataset: Dataset, catalog: Catalog, options: PipelineOptions
+) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
+    """What stores the dataset's pseudonymised columns as pseudonyms (None: it has none)."""
+    return _hider(pseudonymised_columns(dataset, catalog, options))
+
+
+def _hider(columns: set[str]) -> Callable[[pd.DataFrame], pd.DataFrame] | None:
+    """What stores these columns as pseudonyms (None: there are none)."""
+    if not columns:
+        return None
     secret = pseudonym.key()
     return lambda clean: pseudonym.frame(clean, columns, secret)
 

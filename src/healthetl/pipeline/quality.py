@@ -41,6 +41,16 @@ class QualityTracker:
             if isinstance(top, str) and (self.max_cursor is None or top > self.max_cursor):
                 self.max_cursor = top
 
+    def absorb(self, other: QualityTracker) -> None:
+        """What another tracker saw of other rows of the same run (a partition's worker)."""
+        self.rows_taken += other.rows_taken
+        self.rows_accepted += other.rows_accepted
+        self.date_failures += other.date_failures
+        self.nulls.update(other.nulls)
+        self.accepted_required_nulls += other.accepted_required_nulls
+        if other.max_cursor is not None and (self.max_cursor is None or other.max_cursor > self.max_cursor):
+            self.max_cursor = other.max_cursor
+
     def evaluate(
         self, quality: Quality, previous_rows: int | None, overrides: dict[str, Any], loaded: int
     ) -> list[CheckResult]:

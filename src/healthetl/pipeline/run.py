@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -21,6 +22,9 @@ from healthetl.pipeline.validate import write_report
 from healthetl.results import LoadResult, Progress, quiet
 from healthetl.sources import discover, storage
 from healthetl.sources.base import Source
+
+if TYPE_CHECKING:
+    from healthetl.pipeline.distributed.cluster import DaskCluster
 
 
 @dataclass
@@ -67,9 +71,11 @@ def run(
     from_raw: str | None = None,
     report_path: Path | None = None,
     snapshot_date: str | None = None,
+    cluster: DaskCluster | None = None,
 ) -> RunResult:
     """Every selected pipeline, dependencies first. ``from_raw`` reprocesses the raw rows of
-    one earlier run (its pipeline only) instead of reading the sources."""
+    one earlier run (its pipeline only) instead of reading the sources. ``cluster``: flat
+    datasets are validated and staged by its workers (``--engine dask``)."""
     if from_raw is not None:
         selected = [_pipeline_of_run(engine, from_raw)]
     pipelines = plan(project, catalog, selected)
@@ -91,7 +97,7 @@ def run(
                 result.idle.append(p.name)
                 progress("idle", {"pipeline": p.name})
                 continue
-            loaded = _load_pipeline(engine, p, catalog, progress, force, full_refresh, from_raw)
+            loaded = _load_pipeline(engine, p, catalog, progress, force, full_refresh, from_raw, cluster)
             result.results.append(loaded)
             if inbox:
                 result.archived[p.name] = archive(p, loaded)
@@ -113,11 +119,12 @@ def _load_pipeline(
     force: bool,
     full_refresh: bool,
     from_raw: str | None,
+    cluster: DaskCluster | None = None,
 ) -> LoadResult:
     """One pipeline's load: a batch of several datasets, or one dataset's sources (its files, or
     the raw rows of run ``from_raw``)."""
     if p.datasets:
-        return _batch(engine, p, catalog, progress, force, full_refresh)
+        return _batch(engine, p, catalog, progress, force, full_refresh, cluster)
     sources: list[Source] = list(discover.discover(p)) if from_raw is None else [_replay(p, from_raw)]
     return load(
         engine,
@@ -132,6 +139,7 @@ def _load_pipeline(
         force=force,
         full_refresh=full_refresh,
         inbox=p.archive is not None and from_raw is None,
+        cluster=cluster,
     )
 
 
@@ -159,7 +167,13 @@ def _inbox_has_files(p: Pipeline) -> bool:
 
 
 def _batch(
-    engine: Engine, p: Pipeline, catalog: Catalog, progress: Progress, force: bool, full_refresh: bool
+    engine: Engine,
+    p: Pipeline,
+    catalog: Catalog,
+    progress: Progress,
+    force: bool,
+    full_refresh: bool,
+    cluster: DaskCluster | None = None,
 ) -> LoadResult:
     """A pipeline of several related datasets: each dataset's files, dependencies first, in one
     transaction."""
@@ -182,6 +196,7 @@ def _batch(
         force=force,
         full_refresh=full_refresh,
         inbox=p.archive is not None,
+        cluster=cluster,
     )
 
 

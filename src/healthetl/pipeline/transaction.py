@@ -220,6 +220,8 @@ def _record_failure(
         runs.fail_run(conn, result.run_id, message, result.counts)
         for dataset, failures in result.spool.frames():
             bulk.write_quarantine(conn, failures, run_id=result.run_id, dataset=dataset)
+        for write_again in result.requarantine:
+            write_again(conn)
         if checks:
             dq.record(conn, result.run_id, result.pipeline, checks)
         audit.write_failure(

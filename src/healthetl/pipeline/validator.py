@@ -46,6 +46,9 @@ class Validator:
         self._declared = set(dataset.column_names)
         #: declared column -> the (normalised) source column it is read from
         self._received = {v: normalise_name(k) for k, v in dataset.renames.items()}
+        #: hand back every row's keys (``BatchResult.keys``): a partition's worker does, so the
+        #: coordinator can find the duplicates across partitions as a local load would
+        self.keep_keys = False
 
     def validate(self, raw: pd.DataFrame) -> BatchResult:
         """Rows an earlier ``validate`` rejected arrive marked (``REJECTED``, in a stream
@@ -77,6 +80,7 @@ class Validator:
             clean[col] = raw.loc[keep, col]
         for key_cols, tracker in compiled.trackers:
             tracker.add(key_series(clean, key_cols))
+        keys = self._keys(raw, std, keep) if self.keep_keys else None
         failures = failures.drop(columns="_index")
         if n_carried:
             failures = pd.concat([failures, carried], ignore_index=True) if len(failures) else carried
@@ -88,9 +92,29 @@ class Validator:
             rows_warned=len(warn_rows),
             rows_skipped=skipped,
             nulls={c: int(std[c].isna().sum()) for c in std.columns if c in self._declared},
+            keys=keys,
         )
         self.summary.add(result)
         return result
+
+    def _keys(self, raw: pd.DataFrame, std: pd.DataFrame, clean: Any) -> pd.DataFrame:
+        """Each row's key text under each key set (rows without one left out), with its row
+        number and whether it is clean."""
+        parts = []
+        for number, (key_cols, _) in enumerate(self.compiled.trackers):
+            key = key_series(std, key_cols)
+            present = key.notna().to_numpy()
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "key_set": number,
+                        "key": key.to_numpy()[present],
+                        "source_row": raw[SOURCE_ROW].to_numpy()[present],
+                        "clean": clean[present],
+                    }
+                )
+            )
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def _behind_window(self, raw: pd.DataFrame, std: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, int]:
         """Rows whose cursor is older than the incremental window are skipped (and counted)."""

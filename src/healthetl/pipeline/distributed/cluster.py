@@ -1,0 +1,371 @@
+"""``--engine dask``: the per-partition work of a load on a Dask cluster, the rest in one transaction.
+
+The coordinator (this process) cuts each source into partitions, and Dask runs
+:func:`~healthetl.pipeline.distributed.worker.load_partition` on each, on whichever worker it
+chooses, again elsewhere if a worker dies. Workers validate with the dataset's own rules and
+COPY into the run's staging tables. The coordinator then, inside the run's one transaction:
+finds the duplicate keys across partitions (a window over the staged rows: the first by
+partition and row wins, as the first by file order wins in a local run) and quarantines them
+under the same rule and reason; writes the workers' failure records to the quarantine; and
+hands the staged rows to the dataset's :class:`~healthetl.db.bulk.TableWriter`, which replaces,
+appends or merges them exactly as for a local load. Counts, batch-level checks, watermark and
+audit follow as for a local load. The staging tables are dropped once the transaction ended,
+whichever way.
+
+SQLite is refused: workers write their partitions concurrently, and SQLite has one writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from healthetl.catalog import Catalog
+from healthetl.config import PipelineOptions
+from healthetl.datasets.rules import Rule
+from healthetl.datasets.spec import Dataset
+from healthetl.datasets.standardise import LookupTable
+from healthetl.db import bulk
+from healthetl.db.engine import is_postgres
+from healthetl.errors import HealthetlError, UsageError
+from healthetl.failures import FAILURE_COLUMNS
+from healthetl.masking import mask_url
+from healthetl.pipeline.distributed import staging
+from healthetl.pipeline.distributed.staging import PART, ROW, Staging
+from healthetl.pipeline.distributed.worker import Job, PartitionResult, load_partition
+from healthetl.pipeline.quality import QualityTracker
+from healthetl.pipeline.validator import Validator
+from healthetl.results import LoadRun, Progress
+from healthetl.sources.base import FileSource, ObjectSource, Source
+from healthetl.sources.partitions import DEFAULT_SIZE, Partition, partitions
+from healthetl.sources.storage import file_name
+
+log = logging.getLogger("healthetl")
+
+#: rows of cross-partition duplicates read back at a time
+_FETCH = 50_000
+
+
+class ClusterError(HealthetlError):
+    """The Dask scheduler cannot be reached or the cluster cannot start."""
+
+
+class DaskCluster:
+    """A Dask client for the length of a ``run``: a ``LocalCluster`` of ``workers`` processes,
+    or the scheduler at ``scheduler``."""
+
+    def __init__(
+        self, scheduler: str | None = None, workers: int | None = None, partition_size: int = DEFAULT_SIZE
+    ) -> None:
+        if scheduler is not None and workers is not None:
+            raise UsageError("--scheduler and --workers exclude each other (the cluster has its workers)")
+        if workers is not None and workers < 1:
+            raise UsageError("--workers must be at least 1")
+        if partition_size < 1:
+            raise UsageError("--partition-size must be positive")
+        self.scheduler = scheduler
+        self.workers = workers or os.cpu_count() or 1
+        self.partition_size = partition_size
+        self.client: Any = None
+        self._cluster: Any = None
+        self._staged: list[Staging] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> DaskCluster:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise UsageError(
+                "--engine dask needs Dask's distributed scheduler",
+                hint="pip install 'healthetl[dask]' (on every worker too)",
+            ) from None
+        try:
+            if self.scheduler is not None:
+                self.client = Client(self.scheduler, timeout="30s")  # type: ignore[no-untyped-call]
+            else:
+                self._cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address="127.0.0.1:0",  # a free port, this machine only
+                    silence_logs=logging.ERROR,
+                )
+                self.client = Client(self._cluster)  # type: ignore[no-untyped-call]
+        except (OSError, TimeoutError) as exc:
+            self.__exit__()
+            where = mask_url(self.scheduler) if self.scheduler else "a local cluster"
+            raise ClusterError(f"cannot reach the Dask scheduler at {where}: {exc}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    @property
+    def description(self) -> str:
+        if self.scheduler is not None:
+            return f"the Dask scheduler at {mask_url(self.scheduler)}"
+        return f"a local Dask cluster of {self.workers} worker process{'es' if self.workers != 1 else ''}"
+
+    def cleanup(self, engine: Engine) -> None:
+        """Drop the staging tables of the run that just ended (committed or rolled back)."""
+        staged, self._staged = self._staged, []
+        staging.drop(engine, staged)
+
+    # ------------------------------------------------------------------ the load
+    @staticmethod
+    def refusal(dataset: Dataset, catalog: Catalog, items: Iterable[Source]) -> str | None:
+        """Why this dataset's load stays on this process (None: it runs on the cluster)."""
+        if dataset.nested is not None:
+            return "nested JSON records are loaded on one process"
+        if catalog.raw_table(dataset) is not None:
+            return "it keeps a raw layer"
+        for item in items:
+            if not isinstance(item, FileSource | ObjectSource) or item.path == "-":
+                return f"{item.label} is not a file or an object"
+        return None
+
+    def stream(
+        self,
+        conn: sa.Connection,
+        dataset: Dataset,
+        items: Sequence[Source],
+        options: PipelineOptions,
+        validator: Validator,
+        tracker: QualityTracker,
+        writer: bulk.TableWriter,
+        result: LoadRun,
+        progress: Progress,
+        *,
+        known: Mapping[str, pd.Index] | None,
+        lookups: Mapping[str, LookupTable] | None,
+        pseudonymised: frozenset[str],
+    ) -> None:
+        """Validate and stage every partition on the cluster, then move the rows and the
+        failures in ``conn``'s transaction (see the module's docstring)."""
+        if not is_postgres(conn):
+            raise UsageError(refuse_sqlite())
+        engine = conn.engine
+        dropped = staging.drop_leftovers(engine, result.pipeline, result.run_id)
+        if dropped:
+            log.info("%s: dropped staging tables of earlier runs: %s", result.pipeline, ", ".join(dropped))
+        stage = staging.create(engine, result.run_id, len(self._staged), writer.table, dataset.stored_names)
+        self._staged.append(stage)
+        parts = partitions(items, options, self.partition_size)
+        progress(
+            "engine",
+            {"pipeline": result.pipeline, "detail": f"{len(parts)} partitions on {self.description}"},
+        )
+        job = Job(
+            dataset,
+            options,
+            result.run_id,
+            stage,
+            engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+            dict(known) if known else None,
+            dict(lookups) if lookups else None,
+            validator.window,
+            tracker.cursor,
+            pseudonymised,
+        )
+        done = self._run(parts, job, result, progress)
+        offsets = _row_offsets(parts, done)
+        for part in done:
+            _count(result, validator, tracker, part)
+        _cross_partition_duplicates(conn, validator, stage, parts, offsets, result, tracker)
+        _quarantine_staged(conn, stage, offsets, result)
+        writer.insert_from(stage.rows, order=(PART, ROW))
+        writer.flush()
+
+    def _run(
+        self, parts: list[Partition], job: Job, result: LoadRun, progress: Progress
+    ) -> list[PartitionResult]:
+        from distributed import as_completed
+
+        client = self.client
+        [shared] = client.scatter([job], broadcast=True, hash=False)
+        keys = [f"healthetl-{job.staging.rows}-{p.index}" for p in parts]
+        futures = client.map(load_partition, parts, job=shared, key=keys)
+        done: list[PartitionResult] = []
+        rows = 0
+        try:
+            for future in as_completed(futures):  # type: ignore[no-untyped-call]
+                part = future.result()  # a failed partition raises its own error here
+                done.append(part)
+                rows += part.counts.rows_read
+                progress("batch", {"pipeline": result.pipeline, "rows": rows})
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return sorted(done, key=lambda r: r.index)
+
+
+def refuse_sqlite() -> str:
+    return (
+        "--engine dask needs PostgreSQL: its workers write their partitions concurrently and "
+        "SQLite has one writer; use --engine local (the default) for a SQLite database"
+    )
+
+
+def _row_offsets(parts: list[Partition], done: list[PartitionResult]) -> dict[int, int]:
+    """Partition -> rows of its source before it (rows are numbered from 1 in each partition)."""
+    read = {r.index: r.counts.rows_read for r in done}
+    offsets: dict[int, int] = {}
+    before: dict[int, int] = {}
+    for p in parts:
+        offsets[p.index] = before.get(p.source, 0)
+        before[p.source] = offsets[p.index] + read[p.index]
+    return offsets
+
+
+def _count(result: LoadRun, validator: Validator, tracker: QualityTracker, part: PartitionResult) -> None:
+    c, pc = result.counts, part.counts
+    c.rows_read += pc.rows_read
+    c.rows_skipped += pc.rows_skipped
+    c.rows_in += pc.rows_in
+    c.rows_quarantined += pc.rows_quarantined
+    c.rows_warned += pc.rows_warned
+    validator.summary.absorb(part.summary)
+    tracker.absorb(part.tracker)
+
+
+def _unique_rules(validator: Validator) -> list[tuple[tuple[str, ...], Rule]]:
+    """The key sets a run must not repeat, each with its rule (duplicate_key, unique)."""
+    compiled = validator.compiled
+    rules = {(r.name, r.column): r for r in compiled.rules.values() if r.name in ("duplicate_key", "unique")}
+    out = []
+    for key_cols, _ in compiled.trackers:
+        column = ",".join(key_cols)
+        rule = rules.get(("duplicate_key", column)) or rules[("unique", column)]
+        out.append((key_cols, rule))
+    return out
+
+
+def _cross_partition_duplicates(
+    conn: sa.Connection,
+    validator: Validator,
+    stage: Staging,
+    parts: list[Partition],
+    offsets: dict[int, int],
+    result: LoadRun,
+    tracker: QualityTracker,
+) -> None:
+    """Duplicates across partitions, as a local load finds them across its batches: a row (clean
+    or not) repeats a key that a clean row of an earlier partition holds. Each is quarantined with
+    the local rule and reason (the key as standardised); the clean ones are not loaded (unless the
+    rule is a warning). Every key set is checked on the same rows, as a batch checks them all at
+    once: a row that repeats both the key and a unique column gets both records."""
+    q = conn.dialect.identifier_preparer.quote
+    data = [c for c in stage.columns if c != "run_id"]
+    names = {p.index: file_name(p.path) for p in parts}
+    flagged = "_healthetl_cross_dups"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, key_set smallint, key text, "
+        "clean boolean, severity text) ON COMMIT DROP"
+    )
+    rules = _unique_rules(validator)
+    for number, (_, rule) in enumerate(rules):
+        conn.exec_driver_sql(
+            f"INSERT INTO {flagged} SELECT k.{PART}, k.{ROW}, k.key_set, k.key, k.clean, "
+            f"'{rule.severity}' FROM {q(stage.keys)} k JOIN (SELECT key, MIN({PART}) AS first_part "
+            f"FROM {q(stage.keys)} WHERE key_set = {number} AND clean GROUP BY key) f ON k.key = f.key "
+            f"WHERE k.key_set = {number} AND k.{PART} > f.first_part AND (k.clean OR NOT EXISTS ("
+            f"SELECT 1 FROM {q(stage.failures)} x WHERE x.{PART} = k.{PART} AND x.source_row = k.{ROW} "
+            f"AND x.rule = '{rule.name}'))"  # a row its partition found repeating the key already
+        )
+    texts = ", ".join(f"r.{q(c)}::text AS {q(c)}" for c in data)
+    for number, (_, rule) in enumerate(rules):
+        found = conn.exec_driver_sql(  # a server-side cursor: read a chunk at a time
+            f"SELECT d.{PART}, d.{ROW}, d.key, d.clean, f.original, {texts} FROM {flagged} d "
+            f"LEFT JOIN {q(stage.rows)} r ON d.clean AND r.{PART} = d.{PART} AND r.{ROW} = d.{ROW} "
+            f"LEFT JOIN (SELECT DISTINCT ON ({PART}, source_row) {PART}, source_row, original "
+            f"FROM {q(stage.failures)} ORDER BY {PART}, source_row) f "
+            f"ON NOT d.clean AND f.{PART} = d.{PART} AND f.source_row = d.{ROW} "
+            f"WHERE d.key_set = {number}",
+            execution_options={"stream_results": True},
+        )
+        for chunk in found.partitions(_FETCH):
+            frame = pd.DataFrame(chunk, columns=[PART, ROW, "key", "clean", "original", *data], dtype=object)
+            failures = _duplicate_failures(frame, rule, names, offsets, data)
+            bulk.write_quarantine(
+                conn, failures, run_id=result.run_id, dataset=result.dataset, spool=result.spool
+            )
+            validator.summary.add_failures(failures)
+    rejected, warned = conn.exec_driver_sql(
+        f"SELECT COUNT(DISTINCT ({PART}, {ROW})) FILTER (WHERE clean AND severity = 'error'), "
+        f"COUNT(DISTINCT ({PART}, {ROW})) FILTER (WHERE clean AND severity <> 'error') FROM {flagged}"
+    ).one()
+    if rejected:
+        conn.exec_driver_sql(
+            f"DELETE FROM {q(stage.rows)} s USING {flagged} d "
+            f"WHERE d.clean AND d.severity = 'error' AND s.{PART} = d.{PART} AND s.{ROW} = d.{ROW}"
+        )
+    result.counts.rows_quarantined += rejected
+    validator.summary.rows_quarantined += rejected
+    validator.summary.rows_valid -= rejected
+    tracker.rows_accepted -= rejected
+    result.counts.rows_warned += warned
+    validator.summary.rows_warned += warned
+    conn.exec_driver_sql(f"DROP TABLE {flagged}")
+
+
+def _duplicate_failures(
+    frame: pd.DataFrame, rule: Rule, names: dict[int, str], offsets: dict[int, int], data: list[str]
+) -> pd.DataFrame:
+    """Failure records of cross-partition duplicates: a clean row's original is the row as
+    standardised (the row as received stayed on its worker); a rejected row's is its own."""
+    parts = frame[PART].astype("int64")
+    clean = frame["clean"].astype(bool).to_numpy()
+    original = frame["original"].copy()
+    if clean.any():
+        text = frame.loc[clean, data].to_json(orient="records", lines=True, force_ascii=False)
+        original[clean] = text.rstrip("\n").split("\n")
+    out = pd.DataFrame(
+        {
+            "source_file": parts.map(names),
+            "source_row": frame[ROW].astype("int64") + parts.map(offsets),
+            "column_name": rule.column,
+            "rule": rule.name,
+            "severity": rule.severity,
+            "reason": [rule.reason(v) for v in frame["key"]],
+            "original": original,
+        }
+    )
+    return out[FAILURE_COLUMNS]
+
+
+def _quarantine_staged(conn: sa.Connection, stage: Staging, offsets: dict[int, int], result: LoadRun) -> None:
+    """The workers' failure records into the quarantine, numbered by the row of their source; and
+    the same again after a rollback (the failed run still says which rows failed which rule)."""
+    q = conn.dialect.identifier_preparer.quote
+    cols = ", ".join(FAILURE_COLUMNS)
+    picked = ", ".join(
+        "f.source_row + o.rows_before" if c == "source_row" else f"f.{c}" for c in FAILURE_COLUMNS
+    )
+    before = ", ".join(f"({index}, {rows})" for index, rows in offsets.items()) or "(0, 0)"
+    statement = sa.text(
+        f"INSERT INTO quarantine ({cols}, run_id, dataset) SELECT {picked}, :run_id, :dataset "
+        f"FROM {q(stage.failures)} f JOIN (VALUES {before}) AS o (part, rows_before) ON f.{PART} = o.part"
+    )
+    params = {"run_id": result.run_id, "dataset": result.dataset}
+    moved = conn.execute(statement, params).rowcount
+    if moved:
+        log.info("%s: %d failure records from the cluster's partitions", result.pipeline, moved)
+
+    def write_again(other: sa.Connection) -> None:
+        exists = other.exec_driver_sql(f"SELECT to_regclass('{stage.failures}') IS NOT NULL").scalar_one()
+        if exists:
+            other.execute(statement, params)
+
+    result.requarantine.append(write_again)

@@ -1,0 +1,136 @@
+"""What a worker does with one partition: read it, validate it with the dataset's own
+:class:`Validator` (the same compiled rules as a local load), and COPY its valid rows and its
+failure records into the run's staging tables, in one transaction of its own.
+
+The transaction first deletes whatever this partition put there before, so a partition run
+twice (Dask retries it after its worker died) replaces its rows instead of adding them again.
+Nothing here imports Dask: the coordinator hands :func:`load_partition` to whatever schedules it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from healthetl import pseudonym
+from healthetl.config import PipelineOptions
+from healthetl.datasets.spec import Dataset
+from healthetl.datasets.standardise import LookupTable
+from healthetl.db.bulk import csv_bytes, text_table
+from healthetl.errors import SourceError
+from healthetl.failures import FAILURE_COLUMNS
+from healthetl.pipeline.distributed.staging import PART, ROW, Staging
+from healthetl.pipeline.extract import checked
+from healthetl.pipeline.inputs import shaped
+from healthetl.pipeline.quality import QualityTracker
+from healthetl.pipeline.validator import Validator
+from healthetl.results import RunCounts, ValidationSummary
+from healthetl.sources import SOURCE_ROW
+from healthetl.sources.partitions import Partition
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every partition of one dataset's run shares (sent to each worker once)."""
+
+    dataset: Dataset
+    options: PipelineOptions
+    run_id: str
+    staging: Staging
+    #: a libpq connection string; it may hold a password, so it is never logged or shown
+    database: str = field(repr=False)
+    known: dict[str, pd.Index] | None = None
+    lookups: dict[str, LookupTable] | None = None
+    #: (cursor column, first accepted value): the incremental window
+    window: tuple[str, str] | None = None
+    cursor: str | None = None
+    #: columns stored as pseudonyms (the key is read from the worker's own environment)
+    pseudonymised: frozenset[str] = frozenset()
+
+
+@dataclass
+class PartitionResult:
+    index: int
+    counts: RunCounts
+    summary: ValidationSummary
+    tracker: QualityTracker
+    worker: str
+
+
+def load_partition(part: Partition, job: Job) -> PartitionResult:
+    """Validate one partition and stage its rows and failures (see the module's docstring)."""
+    validator = Validator(job.dataset, job.options, job.known, window=job.window, lookups=job.lookups)
+    validator.keep_keys = True
+    tracker = QualityTracker(job.dataset, cursor=job.cursor)
+    counts = RunCounts()
+    secret = pseudonym.key() if job.pseudonymised else None
+    stage = job.staging
+    with psycopg.connect(job.database) as conn, conn.cursor() as cur:
+        cur.execute(f'DELETE FROM "{stage.rows}" WHERE {PART} = %s', (part.index,))
+        cur.execute(f'DELETE FROM "{stage.failures}" WHERE {PART} = %s', (part.index,))
+        cur.execute(f'DELETE FROM "{stage.keys}" WHERE {PART} = %s', (part.index,))
+        for frame in _frames(part, job.options):
+            counts.rows_read += len(frame)
+            batch = validator.validate(frame)
+            clean = batch.clean
+            if secret is not None:
+                clean = pseudonym.frame(clean, job.pseudonymised, secret)
+            _copy_rows(cur, stage, clean, job.run_id, part.index)
+            _copy_failures(cur, stage, batch.failures, part.index)
+            _copy_keys(cur, stage, batch.keys, part.index)
+            tracker.add(batch)
+            counts.add(batch)
+        conn.commit()
+    return PartitionResult(part.index, counts, validator.summary, tracker, socket.gethostname())
+
+
+def _frames(part: Partition, options: PipelineOptions) -> Any:
+    """The partition's frames; a path this worker cannot see is said to be that."""
+    if part.fs is None and not os.path.exists(part.path):
+        raise SourceError(
+            f"{part.path}: not found on the Dask worker on {socket.gethostname()}: every worker "
+            "must read the sources (a path on storage all of them mount, or an s3:// URL)"
+        )
+    return shaped(checked(part.frames(options)), options)
+
+
+def _copy_rows(
+    cur: psycopg.Cursor[Any], stage: Staging, clean: pd.DataFrame, run_id: str, index: int
+) -> None:
+    if clean.empty:
+        return
+    data = clean.assign(**{ROW: clean[SOURCE_ROW].astype("int64").astype("str")})
+    names = [*stage.columns, PART, ROW]
+    table = text_table(data, names, {"run_id": run_id, PART: str(index)})
+    cols = ", ".join(f'"{c}"' for c in names)
+    with cur.copy(f'COPY "{stage.rows}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
+        copy.write(csv_bytes(table))
+
+
+def _copy_failures(cur: psycopg.Cursor[Any], stage: Staging, failures: pd.DataFrame, index: int) -> None:
+    if failures.empty:
+        return
+    data = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
+    table = text_table(data, [*FAILURE_COLUMNS, PART], {PART: str(index)})
+    cols = ", ".join(f'"{c}"' for c in [*FAILURE_COLUMNS, PART])
+    with cur.copy(f'COPY "{stage.failures}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
+        copy.write(csv_bytes(table))
+
+
+def _copy_keys(cur: psycopg.Cursor[Any], stage: Staging, keys: pd.DataFrame | None, index: int) -> None:
+    if keys is None or keys.empty:
+        return
+    data = keys.assign(
+        key_set=keys["key_set"].astype("str"),
+        source_row=keys["source_row"].astype("int64").astype("str"),
+        clean=keys["clean"].map({True: "t", False: "f"}),
+    ).rename(columns={"source_row": ROW})
+    names = [PART, ROW, "key_set", "key", "clean"]
+    table = text_table(data, names, {PART: str(index)})
+    with cur.copy(f'COPY "{stage.keys}" ({", ".join(names)}) FROM STDIN (FORMAT csv)') as copy:
+        copy.write(csv_bytes(table))
