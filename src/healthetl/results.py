@@ -49,6 +49,11 @@ class RunCounts:
         self.rows_quarantined += batch.rows_quarantined
         self.rows_warned += batch.rows_warned
 
+    def absorb(self, other: RunCounts) -> None:
+        """Another part's counts of the same run (a batch's dataset, a partition's worker)."""
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def roll_back(self) -> None:
         """After a rollback nothing was loaded: the rows that were not rejected were rolled back."""
         self.rows_loaded = 0

@@ -8,7 +8,6 @@ import gc
 import sqlite3
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,7 @@ def new_result(pipeline: str, dataset: str, mode: str, sources: list[str]) -> Lo
 
 
 def absorb(batch: LoadRun, part: LoadRun) -> None:
-    for key, value in asdict(part.counts).items():
-        setattr(batch.counts, key, getattr(batch.counts, key) + value)
+    batch.counts.absorb(part.counts)
     batch.audit += part.audit
     batch.files += part.files
     batch.skipped_files += part.skipped_files

@@ -83,7 +83,7 @@ class FileSource:
         return file_sha256(self.path)
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
-        return _frames(self.path, options)
+        return read_file(self.path, options)
 
     def records(self) -> Iterator[Record]:
         return read_records(self.path)
@@ -118,15 +118,16 @@ class ObjectSource:
         return object_fingerprint(etag, self.url)
 
     def frames(self, options: PipelineOptions) -> Iterator[pd.DataFrame]:
-        return _frames(self.url, options, self.fs)
+        return read_file(self.url, options, self.fs)
 
     def records(self) -> Iterator[Record]:
         return read_records(self.url, self.fs)
 
 
-def _frames(
+def read_file(
     path: str, options: PipelineOptions, fs: AbstractFileSystem | None = None
 ) -> Iterator[pd.DataFrame]:
+    """A whole file (or object) as text frames, read as the pipeline's options say."""
     return read_frames(
         path,
         chunk_size=options.chunk_size,

@@ -20,11 +20,11 @@ import pandas as pd
 from healthetl.config import PipelineOptions
 from healthetl.errors import UsageError
 from healthetl.sources.arrowfile import read_parquet, row_group_spans
-from healthetl.sources.base import FileSource, ObjectSource, Source
+from healthetl.sources.base import FileSource, ObjectSource, Source, read_file
 from healthetl.sources.csvfile import Span, default_delimiter, read_csv, record_spans
 from healthetl.sources.formats import kind_of
 from healthetl.sources.json_records import line_spans, read_ndjson
-from healthetl.sources.readers import read_frames, with_lineage
+from healthetl.sources.readers import with_lineage
 from healthetl.sources.storage import file_name
 
 if TYPE_CHECKING:
@@ -79,15 +79,7 @@ class Partition:
         elif self.row_groups is not None:
             frames = read_parquet(self.path, n, self.fs, list(self.row_groups) or None)
         else:
-            return read_frames(
-                self.path,
-                chunk_size=n,
-                sheet=options.sheet,
-                encoding=options.encoding,
-                delimiter=options.delimiter,
-                quote=options.quote,
-                fs=self.fs,
-            )
+            return read_file(self.path, options, self.fs)
         return with_lineage(frames, file_name(self.path))
 
 
