@@ -39,6 +39,8 @@ from healthetl.session import (
 from healthetl.sources.base import Source
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from healthetl.pipeline.distributed.cluster import DaskCluster
 
 log = logging.getLogger("healthetl")
@@ -126,7 +128,7 @@ ENGINES = ("local", "dask")
 
 
 def _dask_cluster(
-    db: Any, scheduler: str | None, workers: int | None, partition_size: int | str | None
+    db: Engine, scheduler: str | None, workers: int | None, partition_size: int | str | None
 ) -> DaskCluster:
     """The cluster of ``--engine dask``, refused before it starts on a SQLite database."""
     from healthetl.db.engine import is_postgres

@@ -17,9 +17,11 @@ SQLite is refused: workers write their partitions concurrently, and SQLite has o
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import CancelledError
 from typing import Any
 
 import pandas as pd
@@ -33,7 +35,7 @@ from healthetl.datasets.spec import Dataset
 from healthetl.datasets.standardise import LookupTable
 from healthetl.db import bulk
 from healthetl.db.engine import is_postgres
-from healthetl.errors import HealthetlError, UsageError
+from healthetl.errors import HealthetlError, UsageError, first_line
 from healthetl.failures import FAILURE_COLUMNS
 from healthetl.masking import mask_url
 from healthetl.pipeline.distributed import staging
@@ -191,7 +193,8 @@ class DaskCluster:
     def _run(
         self, parts: list[Partition], job: Job, result: LoadRun, progress: Progress
     ) -> list[PartitionResult]:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
+        from distributed.comm.core import CommClosedError
 
         client = self.client
         [shared] = client.scatter([job], broadcast=True, hash=False)
@@ -205,6 +208,14 @@ class DaskCluster:
                 done.append(part)
                 rows += part.counts.rows_read
                 progress("batch", {"pipeline": result.pipeline, "rows": rows})
+        except (
+            KilledWorker,
+            CommClosedError,
+            CancelledError,
+            asyncio.CancelledError,
+        ) as exc:  # the cluster, not the data
+            client.cancel(futures)
+            raise ClusterError(f"{result.pipeline}: the Dask cluster failed: {first_line(exc)}") from None
         except BaseException:
             client.cancel(futures)
             raise
@@ -230,12 +241,7 @@ def _row_offsets(parts: list[Partition], done: list[PartitionResult]) -> dict[in
 
 
 def _count(result: LoadRun, validator: Validator, tracker: QualityTracker, part: PartitionResult) -> None:
-    c, pc = result.counts, part.counts
-    c.rows_read += pc.rows_read
-    c.rows_skipped += pc.rows_skipped
-    c.rows_in += pc.rows_in
-    c.rows_quarantined += pc.rows_quarantined
-    c.rows_warned += pc.rows_warned
+    result.counts.absorb(part.counts)
     validator.summary.absorb(part.summary)
     tracker.absorb(part.tracker)
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import psycopg
+from psycopg import sql
 
 from healthetl import pseudonym
 from healthetl.config import PipelineOptions
@@ -29,7 +31,7 @@ from healthetl.pipeline.extract import checked
 from healthetl.pipeline.inputs import shaped
 from healthetl.pipeline.quality import QualityTracker
 from healthetl.pipeline.validator import Validator
-from healthetl.results import RunCounts, ValidationSummary
+from healthetl.results import BatchResult, RunCounts, ValidationSummary
 from healthetl.sources import SOURCE_ROW
 from healthetl.sources.partitions import Partition
 
@@ -59,7 +61,6 @@ class PartitionResult:
     counts: RunCounts
     summary: ValidationSummary
     tracker: QualityTracker
-    worker: str
 
 
 def load_partition(part: Partition, job: Job) -> PartitionResult:
@@ -71,25 +72,25 @@ def load_partition(part: Partition, job: Job) -> PartitionResult:
     secret = pseudonym.key() if job.pseudonymised else None
     stage = job.staging
     with psycopg.connect(job.database) as conn, conn.cursor() as cur:
-        cur.execute(f'DELETE FROM "{stage.rows}" WHERE {PART} = %s', (part.index,))
-        cur.execute(f'DELETE FROM "{stage.failures}" WHERE {PART} = %s', (part.index,))
-        cur.execute(f'DELETE FROM "{stage.keys}" WHERE {PART} = %s', (part.index,))
+        for table in (stage.rows, stage.failures, stage.keys):  # what an earlier try of it staged
+            cur.execute(
+                sql.SQL("DELETE FROM {} WHERE {} = %s").format(sql.Identifier(table), sql.Identifier(PART)),
+                (part.index,),
+            )
         for frame in _frames(part, job.options):
             counts.rows_read += len(frame)
             batch = validator.validate(frame)
             clean = batch.clean
             if secret is not None:
                 clean = pseudonym.frame(clean, job.pseudonymised, secret)
-            _copy_rows(cur, stage, clean, job.run_id, part.index)
-            _copy_failures(cur, stage, batch.failures, part.index)
-            _copy_keys(cur, stage, batch.keys, part.index)
+            _stage(cur, stage, batch, clean, job, part.index)
             tracker.add(batch)
             counts.add(batch)
         conn.commit()
-    return PartitionResult(part.index, counts, validator.summary, tracker, socket.gethostname())
+    return PartitionResult(part.index, counts, validator.summary, tracker)
 
 
-def _frames(part: Partition, options: PipelineOptions) -> Any:
+def _frames(part: Partition, options: PipelineOptions) -> Iterator[pd.DataFrame]:
     """The partition's frames; a path this worker cannot see is said to be that."""
     if part.fs is None and not os.path.exists(part.path):
         raise SourceError(
@@ -99,38 +100,33 @@ def _frames(part: Partition, options: PipelineOptions) -> Any:
     return shaped(checked(part.frames(options)), options)
 
 
-def _copy_rows(
-    cur: psycopg.Cursor[Any], stage: Staging, clean: pd.DataFrame, run_id: str, index: int
+def _copy(
+    cur: psycopg.Cursor[Any], table: str, frame: pd.DataFrame, names: list[str], constants: dict[str, str]
 ) -> None:
-    if clean.empty:
+    """Text rows (and constant columns) into a staging table by COPY."""
+    if frame.empty:
         return
-    data = clean.assign(**{ROW: clean[SOURCE_ROW].astype("int64").astype("str")})
-    names = [*stage.columns, PART, ROW]
-    table = text_table(data, names, {"run_id": run_id, PART: str(index)})
-    cols = ", ".join(f'"{c}"' for c in names)
-    with cur.copy(f'COPY "{stage.rows}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
-        copy.write(csv_bytes(table))
+    columns = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(sql.Identifier(table), columns)
+    with cur.copy(statement) as copy:
+        copy.write(csv_bytes(text_table(frame, names, constants)))
 
 
-def _copy_failures(cur: psycopg.Cursor[Any], stage: Staging, failures: pd.DataFrame, index: int) -> None:
-    if failures.empty:
-        return
-    data = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
-    table = text_table(data, [*FAILURE_COLUMNS, PART], {PART: str(index)})
-    cols = ", ".join(f'"{c}"' for c in [*FAILURE_COLUMNS, PART])
-    with cur.copy(f'COPY "{stage.failures}" ({cols}) FROM STDIN (FORMAT csv)') as copy:
-        copy.write(csv_bytes(table))
-
-
-def _copy_keys(cur: psycopg.Cursor[Any], stage: Staging, keys: pd.DataFrame | None, index: int) -> None:
-    if keys is None or keys.empty:
-        return
-    data = keys.assign(
-        key_set=keys["key_set"].astype("str"),
-        source_row=keys["source_row"].astype("int64").astype("str"),
-        clean=keys["clean"].map({True: "t", False: "f"}),
-    ).rename(columns={"source_row": ROW})
-    names = [PART, ROW, "key_set", "key", "clean"]
-    table = text_table(data, names, {PART: str(index)})
-    with cur.copy(f'COPY "{stage.keys}" ({", ".join(names)}) FROM STDIN (FORMAT csv)') as copy:
-        copy.write(csv_bytes(table))
+def _stage(
+    cur: psycopg.Cursor[Any], stage: Staging, batch: BatchResult, clean: pd.DataFrame, job: Job, index: int
+) -> None:
+    """A validated chunk's valid rows, failure records and keys into the staging tables."""
+    part = {PART: str(index)}
+    rows = clean.assign(**{ROW: clean[SOURCE_ROW].astype("int64").astype("str")})
+    _copy(cur, stage.rows, rows, [*stage.columns, PART, ROW], {"run_id": job.run_id, **part})
+    failures = batch.failures
+    failures = failures.assign(source_row=failures["source_row"].astype("int64").astype("str"))
+    _copy(cur, stage.failures, failures, [*FAILURE_COLUMNS, PART], part)
+    keys = batch.keys
+    if keys is not None and not keys.empty:  # a dataset without key sets has none
+        keys = keys.assign(
+            key_set=keys["key_set"].astype("str"),
+            source_row=keys["source_row"].astype("int64").astype("str"),
+            clean=keys["clean"].map({True: "t", False: "f"}),
+        ).rename(columns={"source_row": ROW})
+        _copy(cur, stage.keys, keys, [PART, ROW, "key_set", "key", "clean"], part)
