@@ -25,6 +25,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from healthetl import pseudonym
 from tests.conftest import fresh_database, scalar, subprocess_env
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
@@ -66,7 +67,7 @@ name = "ward_visits"
 primary_key = ["visit_id"]
 [datasets.columns]
 visit_id = { type = "integer", required = true }
-patient_id = { type = "text", required = true, identifying = true }
+patient_id = { type = "text", required = true, identifying = true, pseudonymise = true }
 ward = { type = "text", references = "wards.ward" }
 visit_date = { type = "date", required = true }
 cost = { type = "float", min = 0 }
@@ -153,9 +154,16 @@ def _write_project(folder: Path) -> Path:
     return folder / "healthetl.toml"
 
 
+#: the pseudonym key of the module's runs: in the environment of the command line and of the
+#: workers (which read it themselves: it is never sent with the tasks)
+KEY = "dask-test-key-" + "k" * 32
+
+
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A cluster of two worker processes for the module's tests (as a user's cluster would be)."""
+    before = os.environ.get(pseudonym.KEY_ENV)
+    os.environ[pseudonym.KEY_ENV] = KEY  # before the workers start, so they inherit it
     cluster = distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -167,6 +175,10 @@ def scheduler() -> Iterator[str]:
         yield cluster.scheduler_address
     finally:
         cluster.close()
+        if before is None:
+            os.environ.pop(pseudonym.KEY_ENV, None)
+        else:
+            os.environ[pseudonym.KEY_ENV] = before
 
 
 def _healthetl(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -281,6 +293,8 @@ def test_dask_run_loads_what_a_local_run_loads(
             print("DIFF  only dask :", sorted(b - a, key=str)[:8])
     assert got == expected
     # the data holds every kind of failure the test means to check, across partitions too
+    patients = {r[1] for r in got["visits"]}  # stored as the pseudonyms a local run stores
+    assert patients and not any(re.fullmatch(r"P\d{5}", p) for p in patients)
     rules = {(r[0], r[4]) for r in got["quarantine"]}
     assert {
         ("ward_visits", "duplicate_key"),
@@ -456,6 +470,8 @@ def test_local_cluster_of_workers_and_refusals(cli, tmp_path: Path, pg_url: str,
         cli("run", "--config", str(folder / "healthetl.toml"), "--db", pg_url, "--workers", "2").exit_code
         == 2
     )  # only with --engine dask
+    both = cli(*_on_cluster(folder, pg_url, "tcp://127.0.0.1:1", "1MB", "--workers", "2"))
+    assert both.exit_code == 2 and "exclude each other" in both.output
     bad = cli(
         "run",
         "--config",
