@@ -69,6 +69,20 @@ def test_an_interrupt_python_dropped_still_stops_the_run(
     )
 
 
+def test_an_interrupt_inside_a_deferred_block_is_raised_when_it_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """C code that crashes on an exception raised in a call back into Python (pandas' JSON
+    writer, segfaulting under a SIGTERM) runs deferred: the block ends, then the run stops."""
+    monkeypatch.setattr(interrupts, "_pending", None)
+    finished = []
+    with pytest.raises(KeyboardInterrupt, match=interrupts.TERMINATED):
+        with interrupts.deferred():
+            with interrupts.deferred():  # nested: raised when the outer one ends
+                interrupts._handler(signal.SIGTERM, None)  # as the signal would, mid-block
+                finished.append("inner")
+            finished.append("outer")
+    assert finished == ["inner", "outer"]
+
+
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_an_interrupt_while_the_driver_writes_is_rolled_back_and_recorded(
     cli, loaded: str, tmp_path: Path

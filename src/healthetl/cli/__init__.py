@@ -110,11 +110,17 @@ app.add_typer(serve.token_app, name="token")
 
 def main() -> None:
     interrupts.install()  # SIGTERM ends a run like Ctrl-C: rolled back, recorded
-    if not _help_only(sys.argv[1:]):  # help and the version answer without importing Arrow
-        from healthetl.sources.readers import bound_arrow_memory
+    try:
+        if not _help_only(sys.argv[1:]):  # help and the version answer without importing Arrow
+            from healthetl.sources.readers import bound_arrow_memory
 
-        bound_arrow_memory()  # the process is ours: Arrow frees chunks as the stream moves on
-    app()
+            bound_arrow_memory()  # the process is ours: Arrow frees chunks as the stream moves on
+        app()
+    except KeyboardInterrupt:  # before a command started (importing) or after it ended
+        render.error("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))
+    finally:
+        interrupts.settle()  # the exit code asked for is the one the process ends with
 
 
 def _help_only(args: list[str]) -> bool:

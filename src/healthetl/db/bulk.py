@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from healthetl import interrupts
 from healthetl.db.engine import is_postgres
 from healthetl.db.locks import is_referenced
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
@@ -89,7 +90,9 @@ def json_batches(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[str]:
     if odd:
         data = data.astype(dict.fromkeys(odd, "str"))
     for start in range(0, len(data), _JSON_ROWS):
-        yield data.iloc[start : start + _JSON_ROWS].to_json(orient="values")
+        with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
+            text = data.iloc[start : start + _JSON_ROWS].to_json(orient="values")
+        yield text
 
 
 def insert_frame(

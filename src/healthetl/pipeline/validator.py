@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import pandera.errors as pa_errors
 
-from healthetl import cleaning
+from healthetl import cleaning, interrupts
 from healthetl.config import PipelineOptions
 from healthetl.datasets.keys import key_series
 from healthetl.datasets.rules import CompiledDataset, Rule, compile_dataset
@@ -314,5 +314,6 @@ def _original_json(raw: pd.DataFrame, index: pd.Series) -> list[str]:
     """Each row as received (lineage columns aside), as one JSON object per row."""
     cols = [c for c in raw.columns if c not in LINEAGE]
     rows = raw.loc[index.to_numpy(), cols]
-    text = rows.to_json(orient="records", lines=True, force_ascii=False)
+    with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
+        text = rows.to_json(orient="records", lines=True, force_ascii=False)
     return text.rstrip("\n").split("\n") if len(rows) else []

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from healthetl import interrupts
 from healthetl.errors import SourceError, UsageError
 from healthetl.sources.formats import output_kind
 from healthetl.sources.readers import SOURCE_ROW, STREAM_END, STREAM_MARK
@@ -64,7 +65,8 @@ class FrameWriter:
             table = table.select(self._schema.names).cast(self._schema)
         self.rows += table.num_rows
         if self.kind == "ndjson":
-            frame.to_json(self._sink, orient="records", lines=True, force_ascii=False)
+            with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
+                frame.to_json(self._sink, orient="records", lines=True, force_ascii=False)
             return
         self._writer.write_table(table) if self.kind == "parquet" else self._writer.write(table)
 

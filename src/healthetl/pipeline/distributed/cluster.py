@@ -28,6 +28,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.rules import Rule
@@ -335,7 +336,8 @@ def _duplicate_failures(
     clean = frame["clean"].astype(bool).to_numpy()
     original = frame["original"].copy()
     if clean.any():
-        text = frame.loc[clean, data].to_json(orient="records", lines=True, force_ascii=False)
+        with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
+            text = frame.loc[clean, data].to_json(orient="records", lines=True, force_ascii=False)
         original[clean] = text.rstrip("\n").split("\n")
     out = pd.DataFrame(
         {
