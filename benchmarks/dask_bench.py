@@ -64,7 +64,9 @@ def run_load(url: str, csv_path: str, scheduler: str, size: str) -> dict[str, fl
         )
     seconds = time.perf_counter() - start
     c = result.counts
+    steps = {f"step_{k}": v for k, v in cluster.steps.items()} if cluster is not None else {}
     return {
+        **steps,
         "seconds": seconds,
         "started": time.time() - seconds,
         "rows": c.rows_in,
@@ -160,6 +162,8 @@ def main() -> None:
             f"\nprojection from the last dask run: partition work {r['task_seconds']:.1f} s in all, "
             f"serial part {r['serial_seconds']:.1f} s"
         )
+        steps = ", ".join(f"{k[5:]} {v:.1f} s" for k, v in r.items() if k.startswith("step_"))
+        print(f"  the coordinator's steps: {steps}")
         for n in (1, 2, 4, 8, 16, 32):
             t = r["serial_seconds"] + r["task_seconds"] / n
             print(f"  {n:>3} workers: {t:7.1f} s  {r['rows'] / t:>11,.0f} rows/s  {base / t:5.2f}x local")

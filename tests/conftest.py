@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from healthetl.cli import app
 from tests.browser import browser  # noqa: F401 (the fixture, for every test module)
+from tests.s3server import bucket, endpoint, s3  # noqa: F401 (the object store's fixtures, likewise)
 
 DATA = Path(__file__).parent / "data"
 VIP = DATA / "vip-healthtech"

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from healthetl import pseudonym
 from tests.conftest import fresh_database, scalar, subprocess_env
+from tests.s3server import credentials, upload
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
 
@@ -164,13 +165,14 @@ def scheduler() -> Iterator[str]:
     """A cluster of two worker processes for the module's tests (as a user's cluster would be)."""
     before = os.environ.get(pseudonym.KEY_ENV)
     os.environ[pseudonym.KEY_ENV] = KEY  # before the workers start, so they inherit it
-    cluster = distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",
-    )
+    with credentials():  # the test object store's, which the workers read from (their own copy)
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
     try:
         yield cluster.scheduler_address
     finally:
@@ -315,6 +317,37 @@ def test_dask_run_loads_what_a_local_run_loads(
     for name in ("wards", "visits", "readings", "labs"):
         assert rerun[name] == expected[name]
     assert rerun["runs"][4:] == expected["runs"]
+
+
+def test_sources_in_a_bucket_are_cut_and_read_by_the_workers(
+    cli, tmp_path: Path, pg_url: str, second_pg: str, scheduler: str, s3, bucket: str, endpoint: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Sources in object storage (``s3://``): the coordinator cuts the objects into byte ranges
+    and the workers read their ranges with their own credentials; the tables are those a local
+    run of the same files on disk loads."""
+    pytest.importorskip("s3fs")
+    folder = tmp_path / "proj"
+    _write_project(folder)
+    _migrated(cli, folder, second_pg)
+    local = cli("run", "--config", str(folder / "healthetl.toml"), "--db", second_pg)
+    assert local.exit_code == 0, local.output
+    upload(s3, folder / "data", bucket, "data")
+    config = (folder / "healthetl.toml").read_text()
+    remote = config.replace(
+        'source = "data/', f'storage = {{ endpoint_url = "{endpoint}" }}\nsource = "s3://{bucket}/data/'
+    )
+    assert remote.count("s3://") == 4
+    (folder / "healthetl.toml").write_text(remote)
+    _migrated(cli, folder, pg_url)
+    result = cli(*_on_cluster(folder, pg_url, scheduler, PARTITION))
+    assert result.exit_code == 0, result.output
+    for name in ("visits", "readings", "labs"):
+        parts = [
+            line for line in result.output.splitlines() if f"{name}: " in line and "partitions on" in line
+        ]
+        assert parts and int(parts[0].split(f"{name}: ")[1].split()[0]) > 1, result.output
+    assert _tables(pg_url) == _tables(second_pg)
+    assert _staging_tables(pg_url) == []
 
 
 def test_bad_partition_fails_the_run_and_leaves_the_tables(

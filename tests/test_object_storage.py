@@ -24,48 +24,10 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 
+from tests.s3server import CREDENTIALS  # noqa: E402
+from tests.s3server import upload as _upload  # noqa: E402
+
 REPO = Path(__file__).resolve().parent.parent
-CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "healthetl-test",
-    "AWS_SECRET_ACCESS_KEY": "healthetl-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    """An S3-compatible server for this module, on 127.0.0.1 and a free port."""
-    saved = {k: os.environ.get(k) for k in CREDENTIALS}
-    os.environ.update(CREDENTIALS)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{server._server.server_port}"
-    finally:
-        server.stop()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@pytest.fixture
-def s3(endpoint: str):  # type: ignore[no-untyped-def]
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
-    name = f"b-{uuid.uuid4().hex[:16]}"
-    s3.create_bucket(Bucket=name)
-    return name
-
-
-def _upload(s3, folder: Path, bucket: str, prefix: str) -> None:  # type: ignore[no-untyped-def]
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder).as_posix()}")
 
 
 def _keys(s3, bucket: str, prefix: str = "") -> list[str]:  # type: ignore[no-untyped-def]

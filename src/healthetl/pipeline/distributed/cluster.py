@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import CancelledError
 from typing import Any
@@ -78,6 +79,8 @@ class DaskCluster:
         self.client: Any = None
         self._cluster: Any = None
         self._staged: list[Staging] = []
+        #: seconds per step of the last dataset loaded on the cluster (cut, partitions, ...)
+        self.steps: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> DaskCluster:
@@ -163,9 +166,11 @@ class DaskCluster:
         dropped = staging.drop_leftovers(engine, result.pipeline, result.run_id)
         if dropped:
             log.info("%s: dropped staging tables of earlier runs: %s", result.pipeline, ", ".join(dropped))
+        clock = _Clock()
         stage = staging.create(engine, result.run_id, len(self._staged), writer.table, dataset.stored_names)
         self._staged.append(stage)
         parts = partitions(items, options, self.partition_size)
+        clock.lap("cut")
         progress(
             "engine",
             {"pipeline": result.pipeline, "detail": f"{len(parts)} partitions on {self.description}"},
@@ -183,13 +188,19 @@ class DaskCluster:
             pseudonymised,
         )
         done = self._run(parts, job, result, progress)
+        clock.lap("partitions")
         offsets = _row_offsets(parts, done)
         for part in done:
             _count(result, validator, tracker, part)
         _cross_partition_duplicates(conn, validator, stage, parts, offsets, result, tracker)
+        clock.lap("duplicates")
         _quarantine_staged(conn, stage, offsets, result)
+        clock.lap("quarantine")
         writer.insert_from(stage.rows, order=(PART, ROW))
         writer.flush()
+        clock.lap("rows")
+        self.steps = clock.laps
+        log.info("%s: %d partitions; %s", result.pipeline, len(parts), clock)
 
     def _run(
         self, parts: list[Partition], job: Job, result: LoadRun, progress: Progress
@@ -221,6 +232,22 @@ class DaskCluster:
             client.cancel(futures)
             raise
         return sorted(done, key=lambda r: r.index)
+
+
+class _Clock:
+    """Seconds spent in each step of a load on the cluster, in order."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.laps[step] = now - self._last
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {seconds:.1f} s" for step, seconds in self.laps.items())
 
 
 def refuse_sqlite() -> str:
