@@ -196,7 +196,8 @@ class DaskCluster:
         clock.lap("duplicates")
         _quarantine_staged(conn, stage, offsets, result)
         clock.lap("quarantine")
-        writer.insert_from(stage.rows, order=(PART, ROW))
+        # file order matters only where a dedupe order breaks ties by it (the later row wins)
+        writer.insert_from(stage.rows, order=(PART, ROW) if writer.dedupe_order else ())
         writer.flush()
         clock.lap("rows")
         self.steps = clock.laps
@@ -308,12 +309,17 @@ def _cross_partition_duplicates(
         f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, key_set smallint, key text, "
         "clean boolean, severity text) ON COMMIT DROP"
     )
-    rules = _unique_rules(validator)
+    rules = _unique_rules(validator) if len(parts) > 1 else []  # one partition: nothing across
     for number, (_, rule) in enumerate(rules):
+        # the keys a clean row holds in a partition before another partition's row: usually
+        # none, so one pass over the keys finds them and the join reads only those
+        spanning = (
+            f"SELECT key, MIN({PART}) FILTER (WHERE clean) AS first_part FROM {q(stage.keys)} "
+            f"WHERE key_set = {number} GROUP BY key HAVING MIN({PART}) FILTER (WHERE clean) < MAX({PART})"
+        )
         conn.exec_driver_sql(
             f"INSERT INTO {flagged} SELECT k.{PART}, k.{ROW}, k.key_set, k.key, k.clean, "
-            f"'{rule.severity}' FROM {q(stage.keys)} k JOIN (SELECT key, MIN({PART}) AS first_part "
-            f"FROM {q(stage.keys)} WHERE key_set = {number} AND clean GROUP BY key) f ON k.key = f.key "
+            f"'{rule.severity}' FROM {q(stage.keys)} k JOIN ({spanning}) f ON k.key = f.key "
             f"WHERE k.key_set = {number} AND k.{PART} > f.first_part AND (k.clean OR NOT EXISTS ("
             f"SELECT 1 FROM {q(stage.failures)} x WHERE x.{PART} = k.{PART} AND x.source_row = k.{ROW} "
             f"AND x.rule = '{rule.name}'))"  # a row its partition found repeating the key already
