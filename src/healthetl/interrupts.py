@@ -8,14 +8,19 @@ call :func:`check`, which raises it again at the next chunk.
 
 Some C code crashes the process when an exception is raised in Python code it calls back (pandas'
 JSON writer, seen segfaulting under a SIGTERM): such calls run inside :func:`deferred`, where the
-handler only leaves the request, raised when the block ends."""
+handler only leaves the request, raised when the block ends; :func:`json_text` is pandas' writer so."""
 
 from __future__ import annotations
 
 import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _pending: str | None = None
 #: how many :func:`deferred` blocks the main thread is in (handlers run on the main thread only)
@@ -58,8 +63,12 @@ def settle() -> None:
 @contextmanager
 def deferred() -> Iterator[None]:
     """Run a block the interrupt may not break into; an interrupt asked for meanwhile is raised
-    when it ends. For C code that cannot take an exception from a call back into Python."""
+    when it ends. For C code that cannot take an exception from a call back into Python. Only the
+    main thread is interrupted (Python runs signal handlers there), so elsewhere it does nothing."""
     global _holding
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _holding += 1
     try:
         yield
@@ -67,3 +76,12 @@ def deferred() -> Iterator[None]:
         _holding -= 1
     if not _holding:
         check()
+
+
+def json_text(frame: pd.DataFrame, **options: Any) -> str:
+    """``frame.to_json(**options)``, never interrupted midway: pandas' JSON writer crashes the
+    process (a segmentation fault, seen under SIGTERM) when an exception is raised inside it."""
+    with deferred():
+        text: str | None = frame.to_json(**options)
+    assert text is not None  # no path given: the text is returned
+    return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import _thread
 import signal
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,30 @@ def test_an_interrupt_inside_a_deferred_block_is_raised_when_it_ends(monkeypatch
                 finished.append("inner")
             finished.append("outer")
     assert finished == ["inner", "outer"]
+
+
+def test_a_deferred_block_on_another_thread_does_not_hold_the_main_threads_interrupt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Signal handlers run on the main thread only: a validator on a server's or a worker's
+    thread writing JSON must not keep the main thread from being interrupted."""
+    monkeypatch.setattr(interrupts, "_pending", None)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with interrupts.deferred():
+            inside.set()
+            leave.wait(10)
+
+    other = threading.Thread(target=hold)
+    other.start()
+    try:
+        assert inside.wait(10)
+        with pytest.raises(KeyboardInterrupt, match=interrupts.TERMINATED):
+            interrupts._handler(signal.SIGTERM, None)  # as the signal would, on the main thread
+    finally:
+        leave.set()
+        other.join()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

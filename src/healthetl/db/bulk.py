@@ -90,9 +90,7 @@ def json_batches(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[str]:
     if odd:
         data = data.astype(dict.fromkeys(odd, "str"))
     for start in range(0, len(data), _JSON_ROWS):
-        with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
-            text = data.iloc[start : start + _JSON_ROWS].to_json(orient="values")
-        yield text
+        yield interrupts.json_text(data.iloc[start : start + _JSON_ROWS], orient="values")
 
 
 def insert_frame(

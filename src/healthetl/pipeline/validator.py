@@ -314,6 +314,5 @@ def _original_json(raw: pd.DataFrame, index: pd.Series) -> list[str]:
     """Each row as received (lineage columns aside), as one JSON object per row."""
     cols = [c for c in raw.columns if c not in LINEAGE]
     rows = raw.loc[index.to_numpy(), cols]
-    with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
-        text = rows.to_json(orient="records", lines=True, force_ascii=False)
+    text = interrupts.json_text(rows, orient="records", lines=True, force_ascii=False)
     return text.rstrip("\n").split("\n") if len(rows) else []

@@ -65,8 +65,7 @@ class FrameWriter:
             table = table.select(self._schema.names).cast(self._schema)
         self.rows += table.num_rows
         if self.kind == "ndjson":
-            with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
-                frame.to_json(self._sink, orient="records", lines=True, force_ascii=False)
+            self._sink.write(interrupts.json_text(frame, orient="records", lines=True, force_ascii=False))
             return
         self._writer.write_table(table) if self.kind == "parquet" else self._writer.write(table)
 

@@ -369,8 +369,7 @@ def _duplicate_failures(
     clean = frame["clean"].astype(bool).to_numpy()
     original = frame["original"].copy()
     if clean.any():
-        with interrupts.deferred():  # pandas' JSON writer crashes on an exception raised inside it
-            text = frame.loc[clean, data].to_json(orient="records", lines=True, force_ascii=False)
+        text = interrupts.json_text(frame.loc[clean, data], orient="records", lines=True, force_ascii=False)
         original[clean] = text.rstrip("\n").split("\n")
     out = pd.DataFrame(
         {
