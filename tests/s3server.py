@@ -4,9 +4,9 @@ fixtures by name, as ``browser``)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,20 +18,14 @@ CREDENTIALS = {
 }
 
 
-class credentials:  # noqa: N801 (a context manager, named for what it holds)
+@contextmanager
+def credentials() -> Iterator[None]:
     """The test credentials in ``os.environ`` (processes started meanwhile inherit them), the
     values before put back afterwards."""
-
-    def __enter__(self) -> None:
-        self.saved = {k: os.environ.get(k) for k in CREDENTIALS}
-        os.environ.update(CREDENTIALS)
-
-    def __exit__(self, *exc: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in CREDENTIALS.items():
+            env.setenv(key, value)
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -163,24 +163,20 @@ KEY = "dask-test-key-" + "k" * 32
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A cluster of two worker processes for the module's tests (as a user's cluster would be)."""
-    before = os.environ.get(pseudonym.KEY_ENV)
-    os.environ[pseudonym.KEY_ENV] = KEY  # before the workers start, so they inherit it
-    with credentials():  # the test object store's, which the workers read from (their own copy)
-        cluster = distributed.LocalCluster(
-            n_workers=2,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
-    try:
-        yield cluster.scheduler_address
-    finally:
-        cluster.close()
-        if before is None:
-            os.environ.pop(pseudonym.KEY_ENV, None)
-        else:
-            os.environ[pseudonym.KEY_ENV] = before
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(pseudonym.KEY_ENV, KEY)  # before the workers start, so they inherit it
+        with credentials():  # the test object store's, which the workers read from (their own copy)
+            cluster = distributed.LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
+        try:
+            yield cluster.scheduler_address
+        finally:
+            cluster.close()
 
 
 def _healthetl(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess[str]:
@@ -249,6 +245,12 @@ def _tables(url: str) -> dict[str, list[tuple[object, ...]]]:
         engine.dispose()
 
 
+def _partitions(output: str, pipeline: str) -> int:
+    """How many partitions a run's output says ``pipeline``'s sources were cut into (0: none said)."""
+    found = re.search(rf"{pipeline}: (\d+) partitions on ", output)
+    return int(found.group(1)) if found else 0
+
+
 def _staging_tables(url: str) -> list[object]:
     engine = sa.create_engine(url)
     try:
@@ -282,10 +284,7 @@ def test_dask_run_loads_what_a_local_run_loads(
     result = cli(*args)
     assert result.exit_code == 0, result.output
     for name in ("visits", "readings", "labs"):  # each cut into several partitions
-        parts = [
-            line for line in result.output.splitlines() if f"{name}: " in line and "partitions on" in line
-        ]
-        assert parts and int(parts[0].split(f"{name}: ")[1].split()[0]) > 1, result.output
+        assert _partitions(result.output, name) > 1, result.output
     expected, got = _tables(second_pg), _tables(pg_url)
     for k in expected:
         if expected[k] != got[k]:
@@ -342,10 +341,7 @@ def test_sources_in_a_bucket_are_cut_and_read_by_the_workers(
     result = cli(*_on_cluster(folder, pg_url, scheduler, PARTITION))
     assert result.exit_code == 0, result.output
     for name in ("visits", "readings", "labs"):
-        parts = [
-            line for line in result.output.splitlines() if f"{name}: " in line and "partitions on" in line
-        ]
-        assert parts and int(parts[0].split(f"{name}: ")[1].split()[0]) > 1, result.output
+        assert _partitions(result.output, name) > 1, result.output
     assert _tables(pg_url) == _tables(second_pg)
     assert _staging_tables(pg_url) == []
 
