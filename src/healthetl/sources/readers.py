@@ -45,7 +45,8 @@ __all__ = [
 def bound_arrow_memory() -> None:
     """Use jemalloc with immediate decay for Arrow buffers: chunks are freed back to the
     system as the stream moves on, so peak memory stays flat as files grow (measured in
-    benchmarks/load_bench.py; mimalloc, the default, keeps freed pages).
+    benchmarks/load_bench.py; mimalloc, the default, keeps freed pages). The C heap gets the
+    same bound (:func:`bound_heap`).
 
     A process-wide switch, so the command line makes it (it owns its process) and importing
     healthetl never does: a program using the library (a notebook, a scheduler's worker) calls
@@ -55,6 +56,34 @@ def bound_arrow_memory() -> None:
         pa.jemalloc_set_decay_ms(0)
     except (NotImplementedError, pa.ArrowNotImplementedError):  # a build without jemalloc
         pass
+    bound_heap()
+
+
+#: glibc's ``mallopt`` parameter for the size from which a block is its own mapping
+_M_MMAP_THRESHOLD = -3
+#: blocks from this size on (a 100,000-row chunk's numpy columns, pandas' masks and indexes)
+#: are mapped on their own and unmapped when freed
+HEAP_MMAP_THRESHOLD = 256 * 1024
+
+
+def bound_heap() -> bool:
+    """Fix glibc's mmap threshold (``mallopt(M_MMAP_THRESHOLD)``), which otherwise rises to
+    the size of each large block freed, up to 32 MB: pandas' and numpy's per-chunk arrays then
+    come from the heap, whose freed middle is never given back, and a load's resident memory
+    creeps up by tens of MB. Fixed, every block from 256 KB is a mapping of its own, returned
+    to the system when freed (a 1M-row load: 25 MB lower peak, no slower; see the README's
+    Performance section). Returns whether it applied: only glibc has the knob."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(_M_MMAP_THRESHOLD, HEAP_MMAP_THRESHOLD))
 
 
 def read_frames(
