@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import APPOINTMENTS_HEADER, VIP
 
@@ -71,3 +72,37 @@ def test_a_bad_budget_is_one_line(
     result = cli("validate", "appointments", _file(tmp_path / "a.csv"))
     assert result.exit_code == 2, result.output
     assert "HEALTHETL_KEYS_IN_MEMORY" in result.output and "Traceback" not in result.output
+
+
+def test_a_file_delivered_twice_quarantines_each_row_of_the_copy_once(
+    cli, tmp_path: Path, db_url: str
+) -> None:
+    """The second copy's rows are all duplicate keys (whole batches failing a check of whole
+    rows): one record per row, naming the copy and its row, with the row as received."""
+    first = _file(tmp_path / "a.csv")
+    (tmp_path / "b.csv").write_bytes(first.read_bytes())
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "appointments"\ndataset = "appointments"\n'
+        'source = "*.csv"\nchunk_size = 400\n',
+        encoding="utf-8",
+    )
+    assert cli("db", "upgrade", "--db", db_url).exit_code == 0
+    assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", db_url).exit_code == 0
+    result = cli("run", "--config", tmp_path / "healthetl.toml", "--db", db_url)
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        records = conn.execute(
+            sa.text("SELECT source_file, source_row, original FROM quarantine WHERE rule = 'duplicate_key'")
+        ).all()
+        loaded = conn.execute(sa.text("SELECT COUNT(*) FROM appointments")).scalar_one()
+    engine.dispose()
+    lines = first.read_text(encoding="utf-8").splitlines()
+    header, rows = lines[0].split(","), lines[1:]
+    copy = sorted((r.source_row, json.loads(r.original)) for r in records if r.source_file.endswith("b.csv"))
+    assert copy == [
+        (n, dict(zip(header, row.split(","), strict=True))) for n, row in enumerate(rows, start=1)
+    ]
+    in_first = sorted(r.source_row for r in records if r.source_file.endswith("a.csv"))
+    assert in_first == _repeated_lines(first)
+    assert loaded == len(rows) - len(in_first)

@@ -47,7 +47,12 @@ class CompiledDataset:
     """A dataset made ready for one validation session (one run, one set of options)."""
 
     dataset: Dataset
+    #: the columns' checks
     schema: pa.DataFrameSchema
+    #: checks of whole rows (duplicate keys, comparisons between columns), in rule order: run by
+    #: the validator through pandera's ``Check`` itself, outside the schema (see
+    #: ``Validator._frame_failures``)
+    frame_checks: list[pa.Check]
     #: (column or None for frame-level, check_number) -> rule
     rules: dict[tuple[str | None, int], Rule]
     required_rules: dict[str, Rule]
@@ -126,10 +131,17 @@ class _Compiler:
                     cmp.description or _describe_compare(cmp),
                 ),
             )
-        schema = pa.DataFrameSchema(columns, checks=self.frame_checks, strict=False, coerce=False)
+        schema = pa.DataFrameSchema(columns, strict=False, coerce=False)
         standardise = standardiser(ds, self.options, self.aliases, self.lookups)
         return CompiledDataset(
-            ds, schema, self.rules, self.required_rules, standardise, self.trackers, self.skipped
+            ds,
+            schema,
+            self.frame_checks,
+            self.rules,
+            self.required_rules,
+            standardise,
+            self.trackers,
+            self.skipped,
         )
 
     def _pseudonym(self) -> Callable[[pd.Series], pd.Series]:
