@@ -342,7 +342,7 @@ def _reasons(rule: Rule, values: pd.Series) -> list[str]:
 
 def _with_lineage(out: pd.DataFrame, raw: pd.DataFrame) -> pd.DataFrame:
     """Failure records get the source file and row of their input row, and the row as received."""
-    rows = raw.loc[out["_index"]]
+    rows = raw.loc[out["_index"], [SOURCE_FILE, SOURCE_ROW]]
     out["source_file"] = rows[SOURCE_FILE].to_numpy()
     out["source_row"] = rows[SOURCE_ROW].to_numpy()
     out["original"] = _original_json(raw, out["_index"])
