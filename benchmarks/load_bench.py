@@ -74,7 +74,8 @@ def _peak_mb() -> float:
 
 
 # ------------------------------------------------------------------------------- contenders
-def run_healthetl(url: str, csv_path: str) -> dict[str, float]:
+def run_healthetl(url: str, csv_path: str, *more: str) -> dict[str, float]:
+    """healthetl's load of the file (and ``more`` files, in the same run) into ``appointments``."""
     from healthetl.catalog import catalog_for
     from healthetl.datasets import get_dataset
     from healthetl.db.engine import create
@@ -84,7 +85,12 @@ def run_healthetl(url: str, csv_path: str) -> dict[str, float]:
     options = _options()
     start = time.perf_counter()
     result = load(
-        engine, get_dataset("appointments"), [csv_path], options, mode="replace", catalog=catalog_for(None)
+        engine,
+        get_dataset("appointments"),
+        [csv_path, *more],
+        options,
+        mode="replace",
+        catalog=catalog_for(None),
     )
     seconds = time.perf_counter() - start
     c = result.counts
@@ -211,33 +217,10 @@ def run_sqlite_executemany(url: str, csv_path: str) -> dict[str, float]:
 def run_healthetl_twice(url: str, csv_path: str) -> dict[str, float]:
     """The file delivered twice in one run (a second path, the same rows): every row of the
     second copy is a duplicate key, quarantined with its reason."""
-    from healthetl.catalog import catalog_for
-    from healthetl.datasets import get_dataset
-    from healthetl.db.engine import create
-    from healthetl.pipeline.load import load
-
     again = Path(csv_path).with_suffix(".again.csv")
     if not again.exists():
         again.write_bytes(Path(csv_path).read_bytes())
-    engine = create(url)
-    start = time.perf_counter()
-    result = load(
-        engine,
-        get_dataset("appointments"),
-        [csv_path, str(again)],
-        _options(),
-        mode="replace",
-        catalog=catalog_for(None),
-    )
-    seconds = time.perf_counter() - start
-    c = result.counts
-    return {
-        "seconds": seconds,
-        "rows": c.rows_in,
-        "loaded": c.rows_loaded,
-        "quarantined": c.rows_quarantined,
-        "peak_mb": _peak_mb(),
-    }
+    return run_healthetl(url, csv_path, str(again))
 
 
 def run_healthetl_keys_in_memory(url: str, csv_path: str) -> dict[str, float]:
