@@ -11,9 +11,19 @@ from collections.abc import Iterator
 import pandas as pd
 import pyarrow as pa
 
+from healthetl import interrupts
 from healthetl.errors import DataContractError
 
 FAILURE_COLUMNS = ["source_file", "source_row", "column_name", "rule", "severity", "reason", "original"]
+
+
+def json_lines(frame: pd.DataFrame) -> list[str]:
+    """Each row of ``frame`` as one JSON object (a failure record's ``original``)."""
+    if frame.empty:
+        return []
+    text = interrupts.json_text(frame, orient="records", lines=True, force_ascii=False)
+    return text.rstrip("\n").split("\n")
+
 
 _SPOOL_SCHEMA = pa.schema(
     [("dataset", pa.string()), ("source_row", pa.int64())]

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pandera.errors as pa_errors
 
-from healthetl import cleaning, interrupts
+from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets.keys import key_series
 from healthetl.datasets.rules import CompiledDataset, Rule, compile_dataset
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.standardise import LookupTable, typed_frame
 from healthetl.errors import DataContractError, DriftError
-from healthetl.failures import FAILURE_COLUMNS, REJECTED, unmark_rejected
+from healthetl.failures import FAILURE_COLUMNS, REJECTED, json_lines, unmark_rejected
 from healthetl.results import BatchResult, Drift, ValidationSummary
 from healthetl.sources import LINEAGE, SOURCE_FILE, SOURCE_ROW, normalise_name
 
@@ -76,8 +76,7 @@ class Validator:
         error_rows = set(failures.loc[failures["severity"] == "error", "_index"])
         warn_rows = set(failures.loc[failures["severity"] == "warning", "_index"]) - error_rows
         keep = ~std.index.isin(list(error_rows))
-        # a new frame over the kept rows (copy-on-write: adding lineage never touches ``std``)
-        clean = std.loc[keep] if not keep.all() else std.copy(deep=False)
+        clean = std.loc[keep]  # a new frame (copy-on-write): adding lineage never touches ``std``
         for col in LINEAGE:
             clean[col] = raw.loc[keep, col]
         for key_cols, tracker in compiled.trackers:
@@ -354,6 +353,5 @@ def _original_json(raw: pd.DataFrame, index: pd.Series) -> list[str]:
     failed several checks is written once."""
     cols = [c for c in raw.columns if c not in LINEAGE]
     rows, inverse = np.unique(index.to_numpy(), return_inverse=True)
-    text = interrupts.json_text(raw.loc[rows, cols], orient="records", lines=True, force_ascii=False)
-    lines = text.rstrip("\n").split("\n") if len(rows) else []
+    lines = json_lines(raw.loc[rows, cols])
     return [lines[i] for i in inverse]

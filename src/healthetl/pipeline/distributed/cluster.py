@@ -29,7 +29,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from healthetl import interrupts
 from healthetl.catalog import Catalog
 from healthetl.config import PipelineOptions
 from healthetl.datasets.rules import Rule
@@ -38,7 +37,7 @@ from healthetl.datasets.standardise import LookupTable
 from healthetl.db import bulk
 from healthetl.db.engine import is_postgres
 from healthetl.errors import HealthetlError, UsageError, first_line
-from healthetl.failures import FAILURE_COLUMNS
+from healthetl.failures import FAILURE_COLUMNS, json_lines
 from healthetl.masking import mask_url
 from healthetl.pipeline.distributed import staging
 from healthetl.pipeline.distributed.staging import PART, ROW, Staging
@@ -369,8 +368,7 @@ def _duplicate_failures(
     clean = frame["clean"].astype(bool).to_numpy()
     original = frame["original"].copy()
     if clean.any():
-        text = interrupts.json_text(frame.loc[clean, data], orient="records", lines=True, force_ascii=False)
-        original[clean] = text.rstrip("\n").split("\n")
+        original[clean] = json_lines(frame.loc[clean, data])
     out = pd.DataFrame(
         {
             "source_file": parts.map(names),
