@@ -188,3 +188,38 @@ def test_quoted_newlines_and_large_files_stream_in_order(cli, tmp_path: Path) ->
     assert ids == list(range(30_000))
     assert frames[0]["name"].iloc[1] == "Dr. 1\nline two, with comma"
     assert [int(v) for f in frames for v in f["_source_row"]] == list(range(1, 30_001))
+
+
+def test_a_check_of_whole_rows_that_breaks_names_it_without_values() -> None:
+    """A check of whole rows that raises (or answers for the batch, not per row) fails the batch
+    with a message naming the dataset and the check, never the values its error quoted."""
+    import pandas as pd
+    import pandera.pandas as pa
+
+    from healthetl.config import PipelineOptions
+    from healthetl.datasets import get_dataset
+    from healthetl.errors import DataContractError
+    from healthetl.pipeline.validator import Validator
+
+    def quoting(frame: pd.DataFrame) -> pd.Series:
+        raise ValueError(f"could not compare {frame['patient_id'].iloc[0]!r}")
+
+    frame = pd.DataFrame(
+        {
+            "booking_id": ["1"],
+            "patient_id": ["PATIENT-4711"],
+            "doctor_id": ["100"],
+            "booking_date": ["2025-10-20"],
+        },
+        dtype="str",
+    ).assign(status="confirmed", source_file="a.csv", source_row=1)
+    for check, name in (
+        (pa.Check(quoting, name="breaks"), "breaks"),
+        (pa.Check(lambda f: False, name="batch"), "batch"),
+    ):
+        validator = Validator(get_dataset("appointments"), PipelineOptions())
+        validator.compiled.frame_checks.append(check)
+        with pytest.raises(DataContractError) as raised:
+            validator.validate(frame)
+        assert str(raised.value).startswith(f"appointments: the batch failed {name}")
+        assert "PATIENT-4711" not in str(raised.value)
