@@ -61,7 +61,7 @@ def bound_arrow_memory() -> None:
 
 #: glibc's ``mallopt`` parameter for the size from which a block is its own mapping
 _M_MMAP_THRESHOLD = -3
-#: blocks from this size on (a 100,000-row chunk's numpy columns, pandas' masks and indexes)
+#: blocks from this size on (a 75,000-row chunk's numpy columns, pandas' masks and indexes)
 #: are mapped on their own and unmapped when freed
 HEAP_MMAP_THRESHOLD = 256 * 1024
 
