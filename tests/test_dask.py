@@ -99,9 +99,10 @@ PARTITION = "16KB"
 def _visits(rng: random.Random, first: int, n: int) -> list[str]:
     """Visit rows: mostly valid; some bad (date, cost, missing patient, unknown ward); notes
     with quoted commas and line breaks; exact repeats of earlier valid rows (duplicate keys
-    far apart, so across partitions) and of codes."""
+    far apart, so across partitions) and of codes; valid rows with an earlier bad row's key."""
     rows: list[str] = []
     valid: list[str] = []
+    rejected: list[int] = []
     for i in range(first, first + n):
         date = f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}"
         cost = f"{rng.randint(0, 900)}.{rng.randint(0, 99):02d}"
@@ -120,7 +121,11 @@ def _visits(rng: random.Random, first: int, n: int) -> list[str]:
         line = f"{i},{patient},{ward},{date},{cost},C{i},{note}"
         if kind >= 0.07:
             valid.append(line)
+        else:
+            rejected.append(i)
         rows.append(line)
+        if rejected and rng.random() < 0.01:  # a valid row with a rejected row's key: it holds none
+            rows.append(f"{rng.choice(rejected)},P00002,south,2025-06-06,2.00,R{i},")
         if valid and rng.random() < 0.02:  # a repeat of an earlier valid row: a duplicate key
             rows.append(rng.choice(valid))
         if valid and rng.random() < 0.01:  # another visit with an earlier valid row's code

@@ -4,6 +4,7 @@ still found wherever the first occurrence was, and the run's results are the sam
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,82 @@ def test_a_file_delivered_twice_quarantines_each_row_of_the_copy_once(
     in_first = sorted(r.source_row for r in records if r.source_file.endswith("a.csv"))
     assert in_first == _repeated_lines(first)
     assert loaded == len(rows) - len(in_first)
+
+
+VISITS = """
+[[datasets]]
+name = "clinic_visits"
+primary_key = ["visit_id"]
+[datasets.columns]
+visit_id = { type = "integer", required = true }
+code = { type = "text", unique = true }
+visit_date = { type = "date", required = true }
+"""
+
+
+def _visit_rows(n: int) -> list[tuple[int, str, str]]:
+    """Few ids and codes, so they repeat; a fifth of the dates not dates."""
+    rng = random.Random(15)
+    return [
+        (
+            rng.randint(1, 120),
+            rng.choice(["", *(f"C{c}" for c in range(80))]),
+            "2025-13-40" if rng.random() < 0.2 else f"2025-03-{rng.randint(1, 28):02d}",
+        )
+        for _ in range(n)
+    ]
+
+
+def _visits_oracle(rows: list[tuple[int, str, str]]) -> tuple[list[tuple[int, str]], list[int]]:
+    """Read in order: a row repeats a key (or a unique code) when a row accepted before it holds
+    it; a row is accepted when its date is a date and it repeats nothing."""
+    ids: set[int] = set()
+    codes: set[str] = set()
+    records, loaded = [], []
+    for number, (visit_id, code, day) in enumerate(rows, start=1):
+        repeats = visit_id in ids
+        dup_code = code != "" and code in codes
+        if repeats:
+            records.append((number, "duplicate_key"))
+        if dup_code:
+            records.append((number, "unique"))
+        if not repeats and not dup_code and not day.startswith("2025-13"):
+            ids.add(visit_id)
+            if code:
+                codes.add(code)
+            loaded.append(visit_id)
+    return sorted(records), sorted(loaded)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_a_key_is_held_by_the_first_accepted_row_whatever_the_chunk_size(
+    cli, tmp_path: Path, db_url: str, chunk_size: int
+) -> None:
+    """A rejected row (a bad date) holds no key: a later row with its key is loaded, whether the
+    two are in one chunk or in two; a row rejected for repeating one key set holds none of the
+    others either."""
+    rows = _visit_rows(300)
+    lines = [f"{v},{c},{d}\n" for v, c, d in rows]
+    (tmp_path / "visits.csv").write_text("visit_id,code,visit_date\n" + "".join(lines), encoding="utf-8")
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "clinic_visits"\ndataset = "clinic_visits"\nsource = "visits.csv"\n'
+        f"chunk_size = {chunk_size}\n[pipelines.quality]\ninvalid_date_rate = 1.0\n" + VISITS,
+        encoding="utf-8",
+    )
+    cfg = ["--config", tmp_path / "healthetl.toml", "--db", db_url]
+    assert cli("db", "upgrade", *cfg).exit_code == 0
+    revision = cli("db", "revision", "-m", "visits", *cfg)
+    assert revision.exit_code == 0, revision.output
+    assert cli("db", "upgrade", *cfg).exit_code == 0
+    result = cli("run", *cfg)
+    assert result.exit_code == 0, result.output
+    engine = sa.create_engine(db_url)
+    with engine.connect() as conn:
+        records = conn.execute(
+            sa.text("SELECT source_row, rule FROM quarantine WHERE rule IN ('duplicate_key', 'unique')")
+        ).all()
+        loaded = conn.execute(sa.text("SELECT visit_id FROM clinic_visits")).scalars().all()
+    engine.dispose()
+    expected_records, expected_loaded = _visits_oracle(rows)
+    assert sorted((int(r.source_row), r.rule) for r in records) == expected_records
+    assert sorted(loaded) == expected_loaded

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pandas as pd
 import pyarrow
 import pyarrow.compute as pc
@@ -37,8 +38,13 @@ class KeyTracker:
         """Keys moved to disk so far."""
         return self._spill.keys if self._spill is not None else 0
 
-    def duplicated(self, keys: pd.Series) -> pd.Series:
-        dup = keys.duplicated(keep="first").to_numpy()
+    def duplicated(self, keys: pd.Series, holders: np.ndarray | None = None) -> pd.Series:
+        """Keys an accepted row holds already: a row of an earlier batch, or an earlier row of
+        this one among ``holders`` (the rows that may hold a key: all of them when None)."""
+        if holders is None or holders.all():
+            dup = keys.duplicated(keep="first").to_numpy()
+        else:
+            dup = _held_earlier(keys, holders)
         if self._levels or self._spill is not None:
             chunk = cleaning.as_arrow(keys)
             for seen in self._levels:
@@ -76,6 +82,23 @@ class KeyTracker:
         if self._spill is not None:
             self._spill.close()
             self._spill = None
+
+
+def _held_earlier(keys: pd.Series, holders: np.ndarray) -> np.ndarray:
+    """Rows whose key an earlier row among ``holders`` has: among the rows whose key repeats
+    (usually few), each key's first holder's position compared with every row's own."""
+    dup = np.zeros(len(keys), dtype=bool)
+    shared = keys.duplicated(keep=False).to_numpy()
+    if not shared.any():
+        return dup
+    rows = np.flatnonzero(shared)
+    sub, held = keys.iloc[rows], holders[rows]
+    owners = sub[held]
+    first = ~owners.duplicated(keep="first").to_numpy()
+    first_holder = pd.Series(rows[held][first], index=pd.Index(owners.to_numpy()[first]))
+    earliest = sub.map(first_holder).to_numpy(dtype="float64", na_value=np.nan)
+    dup[rows] = earliest < rows  # NaN (no holder) compares False
+    return dup
 
 
 def keys_in_memory() -> int:

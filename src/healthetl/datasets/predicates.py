@@ -77,10 +77,16 @@ def not_marked(marker: str) -> Callable[[pd.Series], pd.Series]:
     return check
 
 
+#: a boolean column the validator adds for the key checks: the rows that may hold a key (no other
+#: error); a row rejected for another reason holds none, as a row of an earlier batch would not
+HOLDERS = "__healthetl_holders"
+
+
 def unique_check(key_cols: tuple[str, ...], tracker: KeyTracker) -> Callable[[pd.DataFrame], pd.Series]:
     def healthetl_unique(frame: pd.DataFrame) -> pd.Series:
         keys = key_series(frame, key_cols)
-        return ~(tracker.duplicated(keys) & keys.notna())
+        holders = frame[HOLDERS].to_numpy(dtype=bool) if HOLDERS in frame.columns else None
+        return ~(tracker.duplicated(keys, holders) & keys.notna())
 
     return healthetl_unique
 

@@ -59,6 +59,9 @@ class CompiledDataset:
     standardise: Callable[[pd.DataFrame], pd.DataFrame]
     #: key columns -> tracker of the values accepted so far in this run
     trackers: list[tuple[tuple[str, ...], KeyTracker]]
+    #: the numbers of the frame checks that are key checks (duplicate keys, unique columns): run
+    #: last, on the rows no other check rejects (``predicates.HOLDERS``)
+    key_checks: list[int]
     #: reference checks that could not run (no database given)
     skipped: list[str]
 
@@ -114,6 +117,7 @@ class _Compiler:
         self.aliases: dict[str, dict[str, str]] = {}
         self.frame_checks: list[pa.Check] = []
         self.trackers: list[tuple[tuple[str, ...], KeyTracker]] = []
+        self.key_checks: list[int] = []
 
     def compile(self) -> CompiledDataset:
         ds = self.dataset
@@ -141,6 +145,7 @@ class _Compiler:
             self.required_rules,
             standardise,
             self.trackers,
+            self.key_checks,
             self.skipped,
         )
 
@@ -266,6 +271,7 @@ class _Compiler:
             self.trackers.append((key_cols, tracker))
             shows = all(not ds.column(c).identifying for c in key_cols)
             column = ds.column(key_cols[0]) if len(key_cols) == 1 else None
+            self.key_checks.append(len(self.frame_checks))
             self._add_frame(
                 pa.Check(predicates.unique_check(key_cols, tracker), name=f"healthetl_{rule_name}"),
                 Rule(

@@ -17,6 +17,7 @@ import pandera.errors as pa_errors
 from healthetl import cleaning
 from healthetl.config import PipelineOptions
 from healthetl.datasets.keys import key_series
+from healthetl.datasets.predicates import HOLDERS
 from healthetl.datasets.rules import CompiledDataset, Rule, compile_dataset
 from healthetl.datasets.spec import Dataset
 from healthetl.datasets.standardise import LookupTable, typed_frame
@@ -128,31 +129,75 @@ class Validator:
         return (raw.loc[~old], std.loc[~old], skipped) if skipped else (raw, std, 0)
 
     def _all_failures(self, raw: pd.DataFrame, std: pd.DataFrame) -> pd.DataFrame:
-        """The dataset's rules, then its own pandera model on the rows the rules let through."""
+        """The dataset's rules, then its own pandera model on the rows the rules let through,
+        then the key checks: a key is held by the first row that nothing else rejects, as across
+        batches (the tracker holds accepted rows' keys), so a batch's size changes no outcome."""
         try:
             self.compiled.schema.validate(std, lazy=True)
             cases = None
         except pa_errors.SchemaErrors as exc:
             cases = exc.failure_cases
-        rows = self._frame_failures(std)
+        keyed = set(self.compiled.key_checks)
+        rows = self._frame_failures(
+            std, [n for n in range(len(self.compiled.frame_checks)) if n not in keyed]
+        )
         if rows is not None:
             cases = rows if cases is None else pd.concat([cases, rows], ignore_index=True)
-        failures = self._failures(raw, std, cases)
+        rejected = self._error_rows(cases)
+        extra = None
         if self.dataset.model is not None:
-            passed = ~std.index.isin(failures.loc[failures["severity"] == "error", "_index"])
-            extra = self._model_failures(raw, std.loc[passed])
-            if not extra.empty:
-                failures = pd.concat([failures, extra], ignore_index=True)
+            extra = self._model_failures(raw, std.loc[~std.index.isin(rejected)])
+            model_errors = extra.loc[extra["severity"] == "error", "_index"].to_numpy()
+            rejected = np.union1d(rejected, model_errors.astype("int64"))
+        keys = self._key_failures(std, ~std.index.isin(rejected))
+        if keys is not None:
+            cases = keys if cases is None else pd.concat([cases, keys], ignore_index=True)
+        failures = self._failures(raw, std, cases)
+        if extra is not None and not extra.empty:
+            failures = pd.concat([failures, extra], ignore_index=True)
         return failures
 
-    def _frame_failures(self, std: pd.DataFrame) -> pd.DataFrame | None:
-        """The checks of whole rows, each called as pandera calls it, as failure cases shaped as
-        pandera's. Not left to the schema: pandera reports a frame check's failures as every
-        column of every failing row, reshaped by a transpose that took 6 s per 100,000 failing
-        rows (a file delivered twice: all its rows duplicate keys), 30 times the batch's
-        validation; a check's result names the failing rows at once."""
+    def _key_failures(self, std: pd.DataFrame, holders: np.ndarray) -> pd.DataFrame | None:
+        """The key checks, with ``holders`` the rows that may hold a key. With several key sets
+        a row rejected for repeating one holds none of the others, which may free a later row:
+        repeated until no row changes (each pass settles at least the next row in order)."""
+        numbers = self.compiled.key_checks
+        if not numbers:
+            return None
+        held = holders
+        for _ in range(len(std) + 1):
+            cases = self._frame_failures(std.assign(**{HOLDERS: held}), numbers)
+            if len(numbers) == 1:  # one key set: the rows with no other error hold it exactly
+                return cases
+            accepted = holders & ~std.index.isin(self._error_rows(cases))
+            if np.array_equal(accepted, held):
+                return cases
+            held = accepted
+        raise AssertionError("the key checks did not settle")  # pragma: no cover - bounded above
+
+    def _error_rows(self, cases: pd.DataFrame | None) -> np.ndarray:
+        """The rows with a failure case of an error-severity rule."""
+        if cases is None or cases.empty:
+            return np.empty(0, dtype="int64")
+        cases = cases[cases["index"].notna()]
+        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
+        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
+        found = [
+            group["index"].to_numpy(dtype="int64")
+            for _, group in groups
+            if self._rule_for(group.iloc[0]).severity == "error"
+        ]
+        return np.unique(np.concatenate(found)) if found else np.empty(0, dtype="int64")
+
+    def _frame_failures(self, std: pd.DataFrame, numbers: list[int]) -> pd.DataFrame | None:
+        """The checks of whole rows numbered ``numbers``, each called as pandera calls it, as
+        failure cases shaped as pandera's. Not left to the schema: pandera reports a frame
+        check's failures as every column of every failing row, reshaped by a transpose that took
+        6 s per 100,000 failing rows (a file delivered twice: all its rows duplicate keys), 30
+        times the batch's validation; a check's result names the failing rows at once."""
         parts = []
-        for number, check in enumerate(self.compiled.frame_checks):
+        for number in numbers:
+            check = self.compiled.frame_checks[number]
             try:
                 result = check(std)
             except Exception as exc:  # as pandera's lazy mode reports it; the message may quote values
