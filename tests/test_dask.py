@@ -71,7 +71,7 @@ visit_id = { type = "integer", required = true }
 patient_id = { type = "text", required = true, identifying = true, pseudonymise = true }
 ward = { type = "text", references = "wards.ward" }
 visit_date = { type = "date", required = true }
-cost = { type = "float", min = 0 }
+cost = { type = "float", min = 0, severity = { range = "warning" } }
 code = { type = "text", unique = true }
 note = "text"
 
@@ -97,9 +97,11 @@ PARTITION = "16KB"
 
 
 def _visits(rng: random.Random, first: int, n: int) -> list[str]:
-    """Visit rows: mostly valid; some bad (date, cost, missing patient, unknown ward); notes
+    """Visit rows: mostly valid; some bad (date, missing patient, unknown ward), some with a
+    warning (a negative cost); notes
     with quoted commas and line breaks; exact repeats of earlier valid rows (duplicate keys
-    far apart, so across partitions) and of codes; valid rows with an earlier bad row's key."""
+    far apart, so across partitions) and of codes; valid rows with an earlier bad row's key (which
+    it does not hold), so rows that repeat that bad row repeat one key but not the other."""
     rows: list[str] = []
     valid: list[str] = []
     rejected: list[int] = []
@@ -119,7 +121,7 @@ def _visits(rng: random.Random, first: int, n: int) -> list[str]:
         elif kind < 0.07:
             ward = "mars"
         line = f"{i},{patient},{ward},{date},{cost},C{i},{note}"
-        if kind >= 0.07:
+        if kind >= 0.07 or 0.03 <= kind < 0.05:  # a negative cost is a warning: the row loads
             valid.append(line)
         else:
             rejected.append(i)
@@ -140,8 +142,14 @@ def _write_project(folder: Path) -> Path:
     data.mkdir(parents=True)
     header = "visit_id,patient_id,ward,visit_date,cost,code,note\n"
     (data / "wards.csv").write_text("ward\nnorth\nsouth\neast\n")
-    (data / "visits1.csv").write_text(header + "\n".join(_visits(rng, 1, 1500)) + "\n")
-    (data / "visits2.csv").write_text(header + "\n".join(_visits(rng, 1400, 800)) + "\n")
+    # rows B repeat the key of an A of another file and are rejected, so B's code is held by
+    # nobody: the C with it loads, in B's partition (90002) and in a later one (90004)
+    a_rows = ["90001,P00003,north,2025-01-01,1.00,Z1,", "90003,P00003,north,2025-01-01,1.00,Z3,"]
+    b_rows = ["90001,P00004,east,2025-01-02,1.00,Z2,", "90002,P00005,east,2025-01-02,1.00,Z2,"]
+    b_rows.append("90003,P00004,east,2025-01-02,1.00,Z4,")
+    c_row = "90004,P00006,east,2025-01-03,1.00,Z4,"
+    (data / "visits1.csv").write_text(header + "\n".join([*a_rows, *_visits(rng, 1, 1500)]) + "\n")
+    (data / "visits2.csv").write_text(header + "\n".join([*b_rows, *_visits(rng, 1400, 800), c_row]) + "\n")
     lines = []
     for i in range(2500):
         rid = f"R{rng.randint(1, 900)}"
@@ -238,8 +246,8 @@ def _tables(url: str) -> dict[str, list[tuple[object, ...]]]:
             "FROM quarantine ORDER BY 1, 2, 3, 4, 5"
         ),
         "runs": (
-            "SELECT pipeline, status, rows_in, rows_loaded, rows_quarantined, duplicates_dropped "
-            "FROM etl_runs ORDER BY started_at"
+            "SELECT pipeline, status, rows_in, rows_loaded, rows_quarantined, duplicates_dropped, "
+            "rows_warned FROM etl_runs ORDER BY started_at"
         ),
     }
     engine = sa.create_engine(url)
@@ -299,6 +307,7 @@ def test_dask_run_loads_what_a_local_run_loads(
             print("DIFF  only dask :", sorted(b - a, key=str)[:8])
     assert got == expected
     # the data holds every kind of failure the test means to check, across partitions too
+    assert {90001, 90002, 90003, 90004} <= {r[0] for r in got["visits"]}  # the A and C rows
     patients = {r[1] for r in got["visits"]}  # stored as the pseudonyms a local run stores
     assert patients and not any(re.fullmatch(r"P\d{5}", p) for p in patients)
     rules = {(r[0], r[4]) for r in got["quarantine"]}
@@ -307,7 +316,9 @@ def test_dask_run_loads_what_a_local_run_loads(
         ("ward_visits", "unique"),
         ("ward_visits", "date"),
         ("ward_visits", "foreign_key"),
+        ("ward_visits", "range"),  # a warning: the row loads, counted as warned
     } <= rules
+    assert next(r for r in got["runs"] if r[0] == "visits")[6] > 0
     assert {("readings", "number"), ("labs", "range")} <= rules
     readings = next(r for r in got["runs"] if r[0] == "readings")
     assert readings[5] > 0  # older versions dropped by the dedupe order

@@ -51,6 +51,9 @@ class Validator:
         #: hand back every row's keys (``BatchResult.keys``): a partition's worker does, so the
         #: coordinator can find the duplicates across partitions as a local load would
         self.keep_keys = False
+        #: leave the key checks to the caller (a partition's worker: the coordinator decides the
+        #: duplicates of the whole run from the keys handed back)
+        self.defer_keys = False
 
     def validate(self, raw: pd.DataFrame) -> BatchResult:
         """Rows an earlier ``validate`` rejected arrive marked (``REJECTED``, in a stream
@@ -149,7 +152,7 @@ class Validator:
             extra = self._model_failures(raw, std.loc[~std.index.isin(rejected)])
             model_errors = extra.loc[extra["severity"] == "error", "_index"].to_numpy()
             rejected = np.union1d(rejected, model_errors.astype("int64"))
-        keys = self._key_failures(std, ~std.index.isin(rejected))
+        keys = None if self.defer_keys else self._key_failures(std, ~std.index.isin(rejected))
         if keys is not None:
             cases = keys if cases is None else pd.concat([cases, keys], ignore_index=True)
         failures = self._failures(raw, std, cases)

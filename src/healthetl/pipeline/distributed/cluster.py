@@ -3,10 +3,10 @@
 The coordinator (this process) cuts each source into partitions, and Dask runs
 :func:`~healthetl.pipeline.distributed.worker.load_partition` on each, on whichever worker it
 chooses, again elsewhere if a worker dies. Workers validate with the dataset's own rules and
-COPY into the run's staging tables. The coordinator then, inside the run's one transaction:
-finds the duplicate keys across partitions (a window over the staged rows: the first by
-partition and row wins, as the first by file order wins in a local run) and quarantines them
-under the same rule and reason; writes the workers' failure records to the quarantine; and
+COPY into the run's staging tables, with every row's keys. The coordinator then, inside the run's
+one transaction: decides the run's duplicate keys over the staged keys (in the order of
+partitions and rows, a local run's file order, by the local rule) and quarantines them under
+the same rule and reason; writes the workers' failure records to the quarantine; and
 hands the staged rows to the dataset's :class:`~healthetl.db.bulk.TableWriter`, which replaces,
 appends or merges them exactly as for a local load. Counts, batch-level checks, watermark and
 audit follow as for a local load. The staging tables are dropped once the transaction ended,
@@ -191,7 +191,7 @@ class DaskCluster:
         offsets = _row_offsets(parts, done)
         for part in done:
             _count(result, validator, tracker, part)
-        _cross_partition_duplicates(conn, validator, stage, parts, offsets, result, tracker)
+        _duplicate_keys(conn, validator, stage, parts, offsets, result, tracker)
         clock.lap("duplicates")
         _quarantine_staged(conn, stage, offsets, result)
         clock.lap("quarantine")
@@ -286,7 +286,7 @@ def _unique_rules(validator: Validator) -> list[tuple[tuple[str, ...], Rule]]:
     return out
 
 
-def _cross_partition_duplicates(
+def _duplicate_keys(
     conn: sa.Connection,
     validator: Validator,
     stage: Staging,
@@ -295,34 +295,55 @@ def _cross_partition_duplicates(
     result: LoadRun,
     tracker: QualityTracker,
 ) -> None:
-    """Duplicates across partitions, as a local load finds them across its batches: a row (clean
-    or not) repeats a key that a clean row of an earlier partition holds. Each is quarantined with
-    the local rule and reason (the key as standardised); the clean ones are not loaded (unless the
-    rule is a warning). Every key set is checked on the same rows, as a batch checks them all at
-    once: a row that repeats both the key and a unique column gets both records."""
+    """The run's duplicate keys, all decided here: the workers stage every row's keys (each
+    partition blind to the others) and this finds, in the order of partitions and rows (a local
+    load's order), each row (clean or not) repeating a key that an earlier accepted row holds,
+    by the rule a local load applies (``Validator._key_failures``): a row with another error
+    holds no key, and a row rejected for repeating one key set holds none of the others, which
+    may free a later row (passes until no row changes). Each is quarantined with the local rule
+    and reason (the key as standardised); the clean ones are not loaded (unless the rule is a
+    warning). A row that repeats both the key and a unique column gets both records."""
     q = conn.dialect.identifier_preparer.quote
     data = [c for c in stage.columns if c != "run_id"]
     names = {p.index: file_name(p.path) for p in parts}
-    flagged = "_healthetl_cross_dups"
+    rules = _unique_rules(validator)
+    flagged, shared, holders = "_healthetl_dups", "_healthetl_shared_keys", "_healthetl_holders"
     conn.exec_driver_sql(
-        f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, key_set smallint, key text, "
-        "clean boolean, severity text) ON COMMIT DROP"
+        f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, pos bigint, key_set smallint, "
+        "key text, clean boolean, severity text) ON COMMIT DROP"
     )
-    rules = _unique_rules(validator) if len(parts) > 1 else []  # one partition: nothing across
-    for number, (_, rule) in enumerate(rules):
-        # the keys a clean row holds in a partition before another partition's row: usually
-        # none, so one pass over the keys finds them and the join reads only those
-        spanning = (
-            f"SELECT key, MIN({PART}) FILTER (WHERE clean) AS first_part FROM {q(stage.keys)} "
-            f"WHERE key_set = {number} GROUP BY key HAVING MIN({PART}) FILTER (WHERE clean) < MAX({PART})"
-        )
+    if rules:
+        # the keys more than one row has (usually few): only their rows can repeat one; a row's
+        # place in the run's order as one number, its partition then its row
         conn.exec_driver_sql(
-            f"INSERT INTO {flagged} SELECT k.{PART}, k.{ROW}, k.key_set, k.key, k.clean, "
-            f"'{rule.severity}' FROM {q(stage.keys)} k JOIN ({spanning}) f ON k.key = f.key "
-            f"WHERE k.key_set = {number} AND k.{PART} > f.first_part AND (k.clean OR NOT EXISTS ("
-            f"SELECT 1 FROM {q(stage.failures)} x WHERE x.{PART} = k.{PART} AND x.source_row = k.{ROW} "
-            f"AND x.rule = '{rule.name}'))"  # a row its partition found repeating the key already
+            f"CREATE TEMP TABLE {shared} ON COMMIT DROP AS SELECT {PART}, {ROW}, "
+            f"({PART}::bigint << 40) + {ROW} AS pos, key_set, key, clean FROM {q(stage.keys)} "
+            f"WHERE (key_set, key) IN (SELECT key_set, key FROM {q(stage.keys)} "
+            "GROUP BY key_set, key HAVING COUNT(*) > 1)"
         )
+        eligible = f"SELECT DISTINCT pos FROM {shared} WHERE clean"
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {holders} ON COMMIT DROP AS {eligible}")
+        severity = " ".join(f"WHEN {n} THEN '{rule.severity}'" for n, (_, rule) in enumerate(rules))
+        settles = len(rules) > 1 and any(rule.severity == "error" for _, rule in rules)
+        while True:  # each pass settles at least the next row in order: it ends
+            conn.exec_driver_sql(f"TRUNCATE {flagged}")
+            conn.exec_driver_sql(
+                f"INSERT INTO {flagged} SELECT s.{PART}, s.{ROW}, s.pos, s.key_set, s.key, s.clean, "
+                f"CASE s.key_set {severity} END FROM {shared} s JOIN (SELECT h.key_set, h.key, "
+                f"MIN(h.pos) AS first FROM {shared} h JOIN {holders} USING (pos) "
+                "GROUP BY h.key_set, h.key) f USING (key_set, key) WHERE s.pos > f.first"
+            )
+            if not settles:  # one key set: the rows with no other error hold it exactly
+                break
+            accepted = f"{eligible} EXCEPT SELECT pos FROM {flagged} WHERE severity = 'error'"
+            changed = conn.exec_driver_sql(
+                f"SELECT (SELECT COUNT(*) FROM ({accepted} EXCEPT SELECT pos FROM {holders}) a) "
+                f"+ (SELECT COUNT(*) FROM (SELECT pos FROM {holders} EXCEPT ({accepted})) b)"
+            ).scalar_one()
+            if not changed:
+                break
+            conn.exec_driver_sql(f"TRUNCATE {holders}")
+            conn.exec_driver_sql(f"INSERT INTO {holders} {accepted}")
     texts = ", ".join(f"r.{q(c)}::text AS {q(c)}" for c in data)
     for number, (_, rule) in enumerate(rules):
         found = conn.exec_driver_sql(  # a server-side cursor: read a chunk at a time
@@ -341,10 +362,17 @@ def _cross_partition_duplicates(
                 conn, failures, run_id=result.run_id, dataset=result.dataset, spool=result.spool
             )
             validator.summary.add_failures(failures)
-    rejected, warned = conn.exec_driver_sql(
-        f"SELECT COUNT(DISTINCT ({PART}, {ROW})) FILTER (WHERE clean AND severity = 'error'), "
-        f"COUNT(DISTINCT ({PART}, {ROW})) FILTER (WHERE clean AND severity <> 'error') FROM {flagged}"
+    # a clean row flagged: rejected if any of its rules is an error, else warned; a row its
+    # partition counted as warned already is not counted again, and leaves the warned if rejected
+    rejected, newly_warned, warned_rejected = conn.exec_driver_sql(
+        "SELECT COUNT(*) FILTER (WHERE err), COUNT(*) FILTER (WHERE NOT err AND NOT warned), "
+        "COUNT(*) FILTER (WHERE err AND warned) FROM ("
+        f"SELECT d.err, EXISTS (SELECT 1 FROM {q(stage.failures)} x WHERE x.{PART} = d.{PART} "
+        f"AND x.source_row = d.{ROW} AND x.severity = 'warning') AS warned FROM ("
+        f"SELECT {PART}, {ROW}, bool_or(severity = 'error') AS err FROM {flagged} WHERE clean "
+        f"GROUP BY {PART}, {ROW}) d) t"
     ).one()
+    warned = newly_warned - warned_rejected
     if rejected:
         conn.exec_driver_sql(
             f"DELETE FROM {q(stage.rows)} s USING {flagged} d "
@@ -356,13 +384,15 @@ def _cross_partition_duplicates(
     tracker.rows_accepted -= rejected
     result.counts.rows_warned += warned
     validator.summary.rows_warned += warned
-    conn.exec_driver_sql(f"DROP TABLE {flagged}")
+    conn.exec_driver_sql(f"DROP TABLE {flagged}")  # the next dataset of the run makes its own
+    if rules:
+        conn.exec_driver_sql(f"DROP TABLE {shared}, {holders}")
 
 
 def _duplicate_failures(
     frame: pd.DataFrame, rule: Rule, names: dict[int, str], offsets: dict[int, int], data: list[str]
 ) -> pd.DataFrame:
-    """Failure records of cross-partition duplicates: a clean row's original is the row as
+    """Failure records of duplicate keys: a clean row's original is the row as
     standardised (the row as received stayed on its worker); a rejected row's is its own."""
     parts = frame[PART].astype("int64")
     clean = frame["clean"].astype(bool).to_numpy()

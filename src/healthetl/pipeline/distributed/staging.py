@@ -4,9 +4,9 @@ Three UNLOGGED tables per dataset of a run (no write-ahead log: they are scratch
 rerun), named after the run: ``healthetl_stage_<run>_<n>_rows`` (the dataset's stored columns,
 typed like its table, plus the partition and the row within it), ``..._fail`` (failure
 records, the quarantine's shape, plus the partition) and ``..._keys`` (each row's key text per
-key set, clean or not, for the duplicates across partitions). They are created and dropped on a
-connection of their own, outside the run's transaction: workers commit into them while the
-run's transaction is open, and the run reads them before it commits. Columns are declared from
+key set, clean or not, for the coordinator to decide the run's duplicates). They are created
+and dropped on a connection of their own, outside the run's transaction: workers commit into
+them while the run's transaction is open, and the run reads them before it commits. Columns are declared from
 the table's metadata, never ``LIKE`` the table, which would wait for the run's lock on it.
 """
 

@@ -1,6 +1,7 @@
 """What a worker does with one partition: read it, validate it with the dataset's own
-:class:`Validator` (the same compiled rules as a local load), and COPY its valid rows and its
-failure records into the run's staging tables, in one transaction of its own.
+:class:`Validator` (the same compiled rules as a local load, all but the key checks, which the
+coordinator decides for the whole run), and COPY its valid rows, its failure records and every
+row's keys into the run's staging tables, in one transaction of its own.
 
 The transaction first deletes whatever this partition put there before, so a partition run
 twice (Dask retries it after its worker died) replaces its rows instead of adding them again.
@@ -67,6 +68,7 @@ def load_partition(part: Partition, job: Job) -> PartitionResult:
     """Validate one partition and stage its rows and failures (see the module's docstring)."""
     validator = Validator(job.dataset, job.options, job.known, window=job.window, lookups=job.lookups)
     validator.keep_keys = True
+    validator.defer_keys = True  # the coordinator decides them for the whole run
     tracker = QualityTracker(job.dataset, cursor=job.cursor)
     counts = RunCounts()
     secret = pseudonym.key() if job.pseudonymised else None
