@@ -7,7 +7,7 @@ are counted. ``failures`` holds one record per failed check, the shape of the qu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -48,11 +48,9 @@ class Validator:
         self._declared = set(dataset.column_names)
         #: declared column -> the (normalised) source column it is read from
         self._received = {v: normalise_name(k) for k, v in dataset.renames.items()}
-        #: hand back every row's keys (``BatchResult.keys``): a partition's worker does, so the
-        #: coordinator can find the duplicates across partitions as a local load would
-        self.keep_keys = False
-        #: leave the key checks to the caller (a partition's worker: the coordinator decides the
-        #: duplicates of the whole run from the keys handed back)
+        #: leave the key checks to the caller and hand back every row's keys instead
+        #: (``BatchResult.keys``): a partition's worker does, and the coordinator decides the
+        #: duplicates of the whole run as a local load would
         self.defer_keys = False
 
     def validate(self, raw: pd.DataFrame) -> BatchResult:
@@ -85,7 +83,7 @@ class Validator:
             clean[col] = raw.loc[keep, col]
         for key_cols, tracker in compiled.trackers:
             tracker.add(key_series(clean, key_cols))
-        keys = self._keys(raw, std, keep) if self.keep_keys else None
+        keys = self._keys(raw, std, keep) if self.defer_keys else None
         failures = failures.drop(columns="_index")
         if n_carried:
             failures = pd.concat([failures, carried], ignore_index=True) if len(failures) else carried
@@ -182,13 +180,10 @@ class Validator:
         """The rows with a failure case of an error-severity rule."""
         if cases is None or cases.empty:
             return np.empty(0, dtype="int64")
-        cases = cases[cases["index"].notna()]
-        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
-        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
         found = [
             group["index"].to_numpy(dtype="int64")
-            for _, group in groups
-            if self._rule_for(group.iloc[0]).severity == "error"
+            for rule, group in self._by_rule(cases[cases["index"].notna()])
+            if rule.severity == "error"
         ]
         return np.unique(np.concatenate(found)) if found else np.empty(0, dtype="int64")
 
@@ -286,10 +281,7 @@ class Validator:
                 f"{self.dataset.name}: the batch failed {first['check']} on column {first['column']}"
             )
         parts: list[pd.DataFrame] = []
-        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
-        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
-        for _, group in groups:
-            rule = self._rule_for(group.iloc[0])
+        for rule, group in self._by_rule(cases):
             index = group["index"].astype("int64").drop_duplicates()
             received = self._received.get(str(rule.column), rule.column)
             if received not in raw.columns:  # the file uses the declared name itself
@@ -352,6 +344,13 @@ class Validator:
             )
         out = pd.DataFrame.from_records(records)
         return _with_lineage(out, raw)[[*FAILURE_COLUMNS, "_index"]]
+
+    def _by_rule(self, cases: pd.DataFrame) -> Iterator[tuple[Rule, pd.DataFrame]]:
+        """Failure cases a check at a time, each with its rule."""
+        combos = cases[["schema_context", "column", "check", "check_number"]].astype(object)
+        groups = cases.groupby([combos[c].fillna("") for c in combos.columns], sort=False, dropna=False)
+        for _, group in groups:
+            yield self._rule_for(group.iloc[0]), group
 
     def _rule_for(self, case: Any) -> Rule:
         compiled = self.compiled

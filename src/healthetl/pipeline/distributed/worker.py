@@ -67,8 +67,7 @@ class PartitionResult:
 def load_partition(part: Partition, job: Job) -> PartitionResult:
     """Validate one partition and stage its rows and failures (see the module's docstring)."""
     validator = Validator(job.dataset, job.options, job.known, window=job.window, lookups=job.lookups)
-    validator.keep_keys = True
-    validator.defer_keys = True  # the coordinator decides them for the whole run
+    validator.defer_keys = True  # its keys are handed back: the coordinator decides for the whole run
     tracker = QualityTracker(job.dataset, cursor=job.cursor)
     counts = RunCounts()
     secret = pseudonym.key() if job.pseudonymised else None
