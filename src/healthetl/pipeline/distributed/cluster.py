@@ -303,47 +303,13 @@ def _duplicate_keys(
     may free a later row (passes until no row changes). Each is quarantined with the local rule
     and reason (the key as standardised); the clean ones are not loaded (unless the rule is a
     warning). A row that repeats both the key and a unique column gets both records."""
+    rules = _unique_rules(validator)
+    if not rules:  # no key, no unique column: nothing to decide
+        return
     q = conn.dialect.identifier_preparer.quote
     data = [c for c in stage.columns if c != "run_id"]
     names = {p.index: file_name(p.path) for p in parts}
-    rules = _unique_rules(validator)
-    flagged, shared, holders = "_healthetl_dups", "_healthetl_shared_keys", "_healthetl_holders"
-    conn.exec_driver_sql(
-        f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, pos bigint, key_set smallint, "
-        "key text, clean boolean, severity text) ON COMMIT DROP"
-    )
-    if rules:
-        # the keys more than one row has (usually few): only their rows can repeat one; a row's
-        # place in the run's order as one number, its partition then its row
-        conn.exec_driver_sql(
-            f"CREATE TEMP TABLE {shared} ON COMMIT DROP AS SELECT {PART}, {ROW}, "
-            f"({PART}::bigint << 40) + {ROW} AS pos, key_set, key, clean FROM {q(stage.keys)} "
-            f"WHERE (key_set, key) IN (SELECT key_set, key FROM {q(stage.keys)} "
-            "GROUP BY key_set, key HAVING COUNT(*) > 1)"
-        )
-        eligible = f"SELECT DISTINCT pos FROM {shared} WHERE clean"
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {holders} ON COMMIT DROP AS {eligible}")
-        severity = " ".join(f"WHEN {n} THEN '{rule.severity}'" for n, (_, rule) in enumerate(rules))
-        settles = len(rules) > 1 and any(rule.severity == "error" for _, rule in rules)
-        while True:  # each pass settles at least the next row in order: it ends
-            conn.exec_driver_sql(f"TRUNCATE {flagged}")
-            conn.exec_driver_sql(
-                f"INSERT INTO {flagged} SELECT s.{PART}, s.{ROW}, s.pos, s.key_set, s.key, s.clean, "
-                f"CASE s.key_set {severity} END FROM {shared} s JOIN (SELECT h.key_set, h.key, "
-                f"MIN(h.pos) AS first FROM {shared} h JOIN {holders} USING (pos) "
-                "GROUP BY h.key_set, h.key) f USING (key_set, key) WHERE s.pos > f.first"
-            )
-            if not settles:  # one key set: the rows with no other error hold it exactly
-                break
-            accepted = f"{eligible} EXCEPT SELECT pos FROM {flagged} WHERE severity = 'error'"
-            changed = conn.exec_driver_sql(
-                f"SELECT (SELECT COUNT(*) FROM ({accepted} EXCEPT SELECT pos FROM {holders}) a) "
-                f"+ (SELECT COUNT(*) FROM (SELECT pos FROM {holders} EXCEPT ({accepted})) b)"
-            ).scalar_one()
-            if not changed:
-                break
-            conn.exec_driver_sql(f"TRUNCATE {holders}")
-            conn.exec_driver_sql(f"INSERT INTO {holders} {accepted}")
+    flagged = _flag_duplicates(conn, q(stage.keys), rules)
     texts = ", ".join(f"r.{q(c)}::text AS {q(c)}" for c in data)
     for number, (_, rule) in enumerate(rules):
         found = conn.exec_driver_sql(  # a server-side cursor: read a chunk at a time
@@ -384,9 +350,51 @@ def _duplicate_keys(
     tracker.rows_accepted -= rejected
     result.counts.rows_warned += warned
     validator.summary.rows_warned += warned
-    conn.exec_driver_sql(f"DROP TABLE {flagged}")  # the next dataset of the run makes its own
-    if rules:
-        conn.exec_driver_sql(f"DROP TABLE {shared}, {holders}")
+    conn.exec_driver_sql(f"DROP TABLE {flagged}")  # the run's next dataset makes its own
+
+
+def _flag_duplicates(conn: sa.Connection, keys: str, rules: list[tuple[tuple[str, ...], Rule]]) -> str:
+    """Fill a temporary table with the rows (clean or not) that repeat a key an earlier accepted
+    row holds, one row per key set repeated, and return its name. ``keys``: the quoted staging
+    table of every row's keys."""
+    flagged, shared, holders = "_healthetl_dups", "_healthetl_shared_keys", "_healthetl_holders"
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {flagged} ({PART} integer, {ROW} bigint, pos bigint, key_set smallint, "
+        "key text, clean boolean, severity text) ON COMMIT DROP"
+    )
+    # the keys more than one row has (usually few): only their rows can repeat one; a row's place
+    # in the run's order as one number, its partition then its row
+    conn.exec_driver_sql(
+        f"CREATE TEMP TABLE {shared} ON COMMIT DROP AS SELECT {PART}, {ROW}, "
+        f"({PART}::bigint << 40) + {ROW} AS pos, key_set, key, clean FROM {keys} "
+        f"WHERE (key_set, key) IN (SELECT key_set, key FROM {keys} "
+        "GROUP BY key_set, key HAVING COUNT(*) > 1)"
+    )
+    eligible = f"SELECT DISTINCT pos FROM {shared} WHERE clean"
+    conn.exec_driver_sql(f"CREATE TEMP TABLE {holders} ON COMMIT DROP AS {eligible}")
+    severity = " ".join(f"WHEN {n} THEN '{rule.severity}'" for n, (_, rule) in enumerate(rules))
+    settles = len(rules) > 1 and any(rule.severity == "error" for _, rule in rules)
+    while True:  # each pass settles at least the next row in order: it ends
+        conn.exec_driver_sql(f"TRUNCATE {flagged}")
+        conn.exec_driver_sql(
+            f"INSERT INTO {flagged} SELECT s.{PART}, s.{ROW}, s.pos, s.key_set, s.key, s.clean, "
+            f"CASE s.key_set {severity} END FROM {shared} s JOIN (SELECT h.key_set, h.key, "
+            f"MIN(h.pos) AS first FROM {shared} h JOIN {holders} USING (pos) "
+            "GROUP BY h.key_set, h.key) f USING (key_set, key) WHERE s.pos > f.first"
+        )
+        if not settles:  # one key set: the rows with no other error hold it exactly
+            break
+        accepted = f"{eligible} EXCEPT SELECT pos FROM {flagged} WHERE severity = 'error'"
+        changed = conn.exec_driver_sql(
+            f"SELECT (SELECT COUNT(*) FROM ({accepted} EXCEPT SELECT pos FROM {holders}) a) "
+            f"+ (SELECT COUNT(*) FROM (SELECT pos FROM {holders} EXCEPT ({accepted})) b)"
+        ).scalar_one()
+        if not changed:
+            break
+        conn.exec_driver_sql(f"TRUNCATE {holders}")
+        conn.exec_driver_sql(f"INSERT INTO {holders} {accepted}")
+    conn.exec_driver_sql(f"DROP TABLE {shared}, {holders}")
+    return flagged
 
 
 def _duplicate_failures(

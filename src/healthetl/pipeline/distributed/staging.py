@@ -6,8 +6,9 @@ typed like its table, plus the partition and the row within it), ``..._fail`` (f
 records, the quarantine's shape, plus the partition) and ``..._keys`` (each row's key text per
 key set, clean or not, for the coordinator to decide the run's duplicates). They are created
 and dropped on a connection of their own, outside the run's transaction: workers commit into
-them while the run's transaction is open, and the run reads them before it commits. Columns are declared from
-the table's metadata, never ``LIKE`` the table, which would wait for the run's lock on it.
+them while the run's transaction is open, and the run reads them before it commits. Columns
+are declared from the table's metadata, never ``LIKE`` the table, which would wait for the
+run's lock on it.
 """
 
 from __future__ import annotations
