@@ -7,9 +7,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ DATA = Path(__file__).parent / "data"
 VIP = DATA / "vip-healthtech"
 REPO = Path(__file__).resolve().parent.parent
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+T = TypeVar("T")
 
 
 def pg_admin_url() -> str:
@@ -142,31 +144,34 @@ def appointments_csv(path: Path, rows: int, *, first: int = 1, bad_at: int | Non
     return path
 
 
-def scalar(url: str, sql: str) -> object:
-    """One value from a database, on a connection of its own."""
+def _fetch(url: str, sql: str, take: Callable[[sa.CursorResult[Any]], T]) -> T:
+    """``take`` of a query's result, on a connection of its own."""
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        value = conn.execute(sa.text(sql)).scalar()
-    engine.dispose()
-    return value
+    try:
+        with engine.connect() as conn:
+            return take(conn.execute(sa.text(sql)))
+    finally:
+        engine.dispose()
+
+
+def scalar(url: str, sql: str) -> object:
+    """One value from a database."""
+    return _fetch(url, sql, lambda r: r.scalar())
 
 
 def row(url: str, sql: str) -> tuple[object, ...]:
-    """One row from a database, on a connection of its own."""
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        found = tuple(conn.execute(sa.text(sql)).one())
-    engine.dispose()
-    return found
+    """One row from a database."""
+    return _fetch(url, sql, lambda r: tuple(r.one()))
 
 
 def column(url: str, sql: str) -> list[object]:
-    """The first column of every row, on a connection of its own."""
-    engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        values = list(conn.execute(sa.text(sql)).scalars())
-    engine.dispose()
-    return values
+    """The first column of every row."""
+    return _fetch(url, sql, lambda r: list(r.scalars()))
+
+
+def rows(url: str, sql: str) -> list[Any]:
+    """Every row (columns by name or position)."""
+    return _fetch(url, sql, lambda r: list(r.all()))
 
 
 def subprocess_env() -> dict[str, str]:

@@ -8,9 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
-from tests.conftest import APPOINTMENTS_HEADER, VIP
+from tests.conftest import APPOINTMENTS_HEADER, VIP, column, rows, scalar
 
 #: (line, booking id) of the repeated keys: early keys repeated late, after several spills
 REPEATS = {4502: 10, 4800: 2500, 5001: 4999, 3001: 3000}
@@ -91,22 +90,19 @@ def test_a_file_delivered_twice_quarantines_each_row_of_the_copy_once(
     assert cli("load", "doctors", VIP / "doctors.xlsx", "--db", db_url).exit_code == 0
     result = cli("run", "--config", tmp_path / "healthetl.toml", "--db", db_url)
     assert result.exit_code == 0, result.output
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        records = conn.execute(
-            sa.text("SELECT source_file, source_row, original FROM quarantine WHERE rule = 'duplicate_key'")
-        ).all()
-        loaded = conn.execute(sa.text("SELECT COUNT(*) FROM appointments")).scalar_one()
-    engine.dispose()
+    records = rows(
+        db_url, "SELECT source_file, source_row, original FROM quarantine WHERE rule = 'duplicate_key'"
+    )
+    loaded = scalar(db_url, "SELECT COUNT(*) FROM appointments")
     lines = first.read_text(encoding="utf-8").splitlines()
-    header, rows = lines[0].split(","), lines[1:]
+    header, data = lines[0].split(","), lines[1:]
     copy = sorted((r.source_row, json.loads(r.original)) for r in records if r.source_file.endswith("b.csv"))
     assert copy == [
-        (n, dict(zip(header, row.split(","), strict=True))) for n, row in enumerate(rows, start=1)
+        (n, dict(zip(header, row.split(","), strict=True))) for n, row in enumerate(data, start=1)
     ]
     in_first = sorted(r.source_row for r in records if r.source_file.endswith("a.csv"))
     assert in_first == _repeated_lines(first)
-    assert loaded == len(rows) - len(in_first)
+    assert loaded == len(data) - len(in_first)
 
 
 VISITS = """
@@ -161,8 +157,8 @@ def test_a_key_is_held_by_the_first_accepted_row_whatever_the_chunk_size(
     """A rejected row (a bad date) holds no key: a later row with its key is loaded, whether the
     two are in one chunk or in two; a row rejected for repeating one key set holds none of the
     others either."""
-    rows = _visit_rows(300)
-    lines = [f"{v},{c},{d}\n" for v, c, d in rows]
+    visits = _visit_rows(300)
+    lines = [f"{v},{c},{d}\n" for v, c, d in visits]
     (tmp_path / "visits.csv").write_text("visit_id,code,visit_date\n" + "".join(lines), encoding="utf-8")
     (tmp_path / "healthetl.toml").write_text(
         '[[pipelines]]\nname = "clinic_visits"\ndataset = "clinic_visits"\nsource = "visits.csv"\n'
@@ -176,13 +172,10 @@ def test_a_key_is_held_by_the_first_accepted_row_whatever_the_chunk_size(
     assert cli("db", "upgrade", *cfg).exit_code == 0
     result = cli("run", *cfg)
     assert result.exit_code == 0, result.output
-    engine = sa.create_engine(db_url)
-    with engine.connect() as conn:
-        records = conn.execute(
-            sa.text("SELECT source_row, rule FROM quarantine WHERE rule IN ('duplicate_key', 'unique')")
-        ).all()
-        loaded = conn.execute(sa.text("SELECT visit_id FROM clinic_visits")).scalars().all()
-    engine.dispose()
-    expected_records, expected_loaded = _visits_oracle(rows)
+    records = rows(
+        db_url, "SELECT source_row, rule FROM quarantine WHERE rule IN ('duplicate_key', 'unique')"
+    )
+    loaded = column(db_url, "SELECT visit_id FROM clinic_visits")
+    expected_records, expected_loaded = _visits_oracle(visits)
     assert sorted((int(r.source_row), r.rule) for r in records) == expected_records
     assert sorted(loaded) == expected_loaded
