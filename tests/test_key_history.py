@@ -179,3 +179,72 @@ def test_a_key_is_held_by_the_first_accepted_row_whatever_the_chunk_size(
     expected_records, expected_loaded = _visits_oracle(visits)
     assert sorted((int(r.source_row), r.rule) for r in records) == expected_records
     assert sorted(loaded) == expected_loaded
+
+
+NOTES = """
+[[datasets]]
+name = "clinic_notes"
+primary_key = ["clinic", "note_id"]
+[datasets.columns]
+clinic = { type = "text", required = true }
+note_id = { type = "text", required = true }
+body = { type = "text" }
+"""
+
+#: text the JSON of a SQLite insert or of a spilled key must carry exactly: quotes, backslashes,
+#: control characters (the composite key's own separator among them), non-ASCII, line breaks; none at
+#: either end, where text is trimmed
+AWKWARD = [
+    'say "ah"',
+    "C:\\notes\\",
+    "tab\tbell\x07",
+    "unit\x1fsep",
+    "é ü 漢 🩺",
+    "two\nlines",
+    '\\"',
+    "plain",
+]
+
+
+def test_awkward_text_loads_exactly_and_its_keys_repeat_past_the_memory_budget(
+    cli, tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows go into SQLite as JSON text and spilled keys into the scratch file the same way:
+    every character comes back as sent, and a composite key repeated after a spill is still a
+    duplicate."""
+    import csv
+
+    rng = random.Random(24)
+    sent = [
+        (rng.choice(AWKWARD[:3]), f"{rng.choice(AWKWARD)}{i % 60}", rng.choice([*AWKWARD, ""]))
+        for i in range(1, 1401)
+    ]
+    with (tmp_path / "notes.csv").open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, quoting=csv.QUOTE_ALL)
+        writer.writerow(["clinic", "note_id", "body"])
+        writer.writerows(sent)
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "clinic_notes"\ndataset = "clinic_notes"\nsource = "notes.csv"\n'
+        "chunk_size = 100\n" + NOTES,
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("HEALTHETL_KEYS_IN_MEMORY", "300")  # spills every few batches
+    cfg = ["--config", tmp_path / "healthetl.toml", "--db", db_url]
+    assert cli("db", "upgrade", *cfg).exit_code == 0
+    assert cli("db", "revision", "-m", "notes", *cfg).exit_code == 0
+    assert cli("db", "upgrade", *cfg).exit_code == 0
+    result = cli("run", *cfg)
+    assert result.exit_code == 0, result.output
+    seen: set[tuple[str, str]] = set()
+    kept, repeated = [], []
+    for number, (clinic, note, body) in enumerate(sent, start=1):
+        if (clinic, note) in seen:
+            repeated.append(number)
+        else:
+            seen.add((clinic, note))
+            kept.append((clinic, note, body or None))
+    assert len(repeated) > 100  # the oracle's repeats, many of them after a spill
+    loaded = rows(db_url, "SELECT clinic, note_id, body FROM clinic_notes")
+    assert sorted(tuple(r) for r in loaded) == sorted(kept, key=lambda r: (r[0], r[1], r[2] or ""))
+    records = column(db_url, "SELECT source_row FROM quarantine WHERE rule = 'duplicate_key'")
+    assert sorted(int(r) for r in records) == repeated

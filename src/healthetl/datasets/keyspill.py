@@ -7,7 +7,6 @@ it holds in memory. Keys arrive sorted, which keeps the B-tree appends cheap.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow
 import pyarrow.compute as pc
+
+from healthetl.jsontext import json_array
 
 #: keys per probe statement (one JSON parameter each), and per insert slice
 _PROBE = _SLICE = 50_000
@@ -33,18 +34,18 @@ class KeySpill:
         """Store keys (no nulls; unique among themselves and against what is stored)."""
         ordered = pc.take(keys, pc.sort_indices(keys))
         self._db.execute("BEGIN")
-        for start in range(0, len(ordered), _SLICE):  # Python strings for a slice at a time only
-            part = json.dumps(ordered.slice(start, _SLICE).to_pylist())  # one parameter, parsed by SQLite
+        for start in range(0, len(ordered), _SLICE):  # the text of a slice at a time only
+            part = json_array(ordered.slice(start, _SLICE))  # one parameter, parsed by SQLite
             self._db.execute("INSERT OR IGNORE INTO seen (key) SELECT value FROM json_each(?)", (part,))
         self._db.execute("COMMIT")
         self.keys += len(ordered)
 
     def contains(self, chunk: pyarrow.Array) -> np.ndarray:
         """Which values of ``chunk`` are stored (null: no)."""
-        values = pc.drop_null(chunk).to_pylist()
+        values = pc.drop_null(chunk)
         found: list[str] = []
         for start in range(0, len(values), _PROBE):
-            batch = json.dumps(values[start : start + _PROBE])
+            batch = json_array(values.slice(start, _PROBE))
             found += [
                 row[0]
                 for row in self._db.execute(

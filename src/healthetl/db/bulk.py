@@ -1,11 +1,11 @@
 """Bulk writes inside the caller's transaction.
 
 PostgreSQL: ``COPY ... FROM STDIN`` (psycopg 3), rows serialised to CSV by pyarrow. SQLite has
-no COPY: a chunk's rows go as one JSON array (written by pandas' C encoder) into one
-``INSERT ... SELECT ... FROM json_each(?)``, so SQLite parses and inserts them in C, without the
-GIL, instead of Python binding each row's parameters (``executemany``). Either way a background
-thread runs the writes, so the database ingests one chunk while the next is read and validated,
-on the second core.
+no COPY: a chunk's rows go as one JSON array (written by Arrow's string kernels,
+:mod:`healthetl.jsontext`) into one ``INSERT ... SELECT ... FROM json_each(?)``, so SQLite parses
+and inserts them in C, instead of Python binding each row's parameters (``executemany``). Either
+way a background thread serialises and runs the writes, in code that releases the GIL, so the
+database ingests one chunk while the next is read and validated, on the second core.
 ``replace`` truncates and, for the duration of the load, drops the table's own primary and
 foreign keys and adds them back (the PostgreSQL manual's advice for bulk loads: one index
 build and one set-based check instead of work per row); the re-added constraints check every
@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
-from healthetl import interrupts
 from healthetl.db.engine import is_postgres
 from healthetl.db.locks import is_referenced
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
+from healthetl.jsontext import json_rows
 
 _CSV_OPTIONS = pacsv.WriteOptions(include_header=False, quoting_style="needed")
 
@@ -49,7 +49,10 @@ def text_table(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str,
         if c in constants:
             arrays.append(pa.array([constants[c]] * n, type=pa.string()))
         else:
-            arrays.append(pa.array(frame[c], type=pa.string(), from_pandas=True))
+            values = frame[c]
+            if not pd.api.types.is_string_dtype(values.dtype):  # written as its text, as COPY reads it
+                values = values.astype("str")
+            arrays.append(pa.array(values, type=pa.string(), from_pandas=True))
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
@@ -82,15 +85,10 @@ def json_insert(target: str, columns: Sequence[str], constants: Sequence[str], t
     ).rstrip()
 
 
-def json_batches(frame: pd.DataFrame, columns: Sequence[str]) -> Iterator[str]:
-    """The frame's ``columns`` as JSON arrays of rows (null for a missing value), a slice at a time.
-    Values are text; anything else is written as its text, as COPY would receive it."""
-    data = frame[list(columns)]
-    odd = [c for c in data.columns if not pd.api.types.is_string_dtype(data[c].dtype)]
-    if odd:
-        data = data.astype(dict.fromkeys(odd, "str"))
-    for start in range(0, len(data), _JSON_ROWS):
-        yield interrupts.json_text(data.iloc[start : start + _JSON_ROWS], orient="values")
+def json_batches(rows: pa.Table) -> Iterator[str]:
+    """The table's rows as JSON arrays (null for a missing value), a slice at a time."""
+    for start in range(0, rows.num_rows, _JSON_ROWS):
+        yield json_rows(rows.slice(start, _JSON_ROWS))
 
 
 def insert_frame(
@@ -127,7 +125,7 @@ def _insert_rows(
     )
     raw = conn.connection.driver_connection
     assert raw is not None
-    for batch in json_batches(frame, columns):
+    for batch in json_batches(text_table(frame, columns, {})):
         raw.execute(statement, (*constants.values(), batch))
 
 
@@ -198,9 +196,15 @@ class _WriteThread:
 
         self.submit(job)
 
-    def execute(self, statement: str, params: tuple[Any, ...]) -> None:
-        """One statement (SQLite: a JSON batch of rows)."""
-        self.submit(lambda raw: raw.execute(statement, params))
+    def insert(self, statement: str, constants: tuple[str, ...], rows: pa.Table) -> None:
+        """SQLite's bulk insert (:func:`json_insert`) of a table, its JSON made here (Arrow's
+        kernels release the GIL)."""
+
+        def job(raw: Any) -> None:
+            for batch in json_batches(rows):
+                raw.execute(statement, (*constants, batch))
+
+        self.submit(job)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -296,9 +300,8 @@ class TableWriter:
             rows = text_table(frame, [*columns, *constants], constants)
             self._copier.copy(f"COPY {target} ({', '.join([*names, *consts])}) FROM STDIN (FORMAT csv)", rows)
             return
-        statement = json_insert(target, names, consts)
-        for batch in json_batches(frame, columns):
-            self._copier.execute(statement, (*constants.values(), batch))
+        rows = text_table(frame, columns, {})
+        self._copier.insert(json_insert(target, names, consts), tuple(constants.values()), rows)
 
     def insert_from(self, relation: str, order: Sequence[str] = ()) -> None:
         """Rows already in the database (a distributed run's staging table, holding this
