@@ -200,6 +200,24 @@ def test_python_module_model_and_transform(cli, tmp_path: Path, sqlite_url: str)
     assert all("AdultWards" in r.reason for r in q)
 
 
+def test_a_transform_that_leaves_text_is_a_one_line_contract_error(cli, tmp_path: Path) -> None:
+    """The rules check text: a transform that turns a column into numbers stops the run with one
+    line naming the dataset and the column, and nothing is loaded."""
+    (tmp_path / "visits.csv").write_text("visit_id,age\n1,34\n2,12\n")
+    (tmp_path / "rules.py").write_text(
+        "def transform(frame):\n    return frame.assign(age=frame['age'].map(len))\n"
+    )
+    (tmp_path / "healthetl.toml").write_text(
+        '[[pipelines]]\nname = "visits"\ndataset = "ages"\nsource = "visits.csv"\n\n'
+        '[[datasets]]\nname = "ages"\nprimary_key = ["visit_id"]\ntransform = "rules.py:transform"\n'
+        '[datasets.columns]\nvisit_id = "integer"\nage = "integer"\n'
+    )
+    result = cli("validate", "ages", tmp_path / "visits.csv", "--config", tmp_path / "healthetl.toml")
+    assert result.exit_code != 0
+    assert "ages: column age failed dtype" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
 def test_scientific_notation_in_a_declared_integer_is_quarantined(cli, tmp_path: Path) -> None:
     folder = tmp_path / "p"
     folder.mkdir()
