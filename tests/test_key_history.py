@@ -246,5 +246,9 @@ def test_awkward_text_loads_exactly_and_its_keys_repeat_past_the_memory_budget(
     assert len(repeated) > 100  # the oracle's repeats, many of them after a spill
     loaded = rows(db_url, "SELECT clinic, note_id, body FROM clinic_notes")
     assert sorted(tuple(r) for r in loaded) == sorted(kept, key=lambda r: (r[0], r[1], r[2] or ""))
-    records = column(db_url, "SELECT source_row FROM quarantine WHERE rule = 'duplicate_key'")
-    assert sorted(int(r) for r in records) == repeated
+    records = rows(db_url, "SELECT source_row, original FROM quarantine WHERE rule = 'duplicate_key'")
+    assert sorted(int(r.source_row) for r in records) == repeated
+    # each record keeps its row as received, every character of it (an empty field: missing)
+    for record in records:
+        clinic, note, body = sent[int(record.source_row) - 1]
+        assert json.loads(record.original) == {"clinic": clinic, "note_id": note, "body": body or None}

@@ -11,18 +11,26 @@ from collections.abc import Iterator
 import pandas as pd
 import pyarrow as pa
 
-from healthetl import interrupts
 from healthetl.errors import DataContractError
+from healthetl.jsontext import json_objects
 
 FAILURE_COLUMNS = ["source_file", "source_row", "column_name", "rule", "severity", "reason", "original"]
 
 
 def json_lines(frame: pd.DataFrame) -> list[str]:
-    """Each row of ``frame`` as one JSON object (a failure record's ``original``)."""
+    """Each row of ``frame`` as one JSON object (a failure record's ``original``), its values as
+    text, written by Arrow's kernels (:mod:`healthetl.jsontext`)."""
     if frame.empty:
         return []
-    text = interrupts.json_text(frame, orient="records", lines=True, force_ascii=False)
-    return text.rstrip("\n").split("\n")
+    columns = {
+        str(c): pa.array(
+            frame[c] if pd.api.types.is_string_dtype(frame[c].dtype) else frame[c].astype("str"),
+            type=pa.string(),
+            from_pandas=True,
+        )
+        for c in frame.columns
+    }
+    return json_objects(pa.table(columns)).to_pylist()  # type: ignore[no-any-return]
 
 
 _SPOOL_SCHEMA = pa.schema(

@@ -9,10 +9,12 @@ and never makes a Python object per value.
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["json_array", "json_rows"]
+__all__ = ["json_array", "json_objects", "json_rows"]
 
 #: a value JSON needs escaped: a quote, a backslash or a control character (RFC 8259, section 7)
 _ESCAPE = '["\\\\\\x00-\\x1f]'
@@ -56,3 +58,18 @@ def json_rows(table: pa.Table) -> str:
     cells = [_literals(column) for column in table.columns]
     joined = pc.binary_join_element_wise(*cells, ",") if len(cells) > 1 else cells[0]
     return _array_of(pc.binary_join_element_wise("[", joined, "]", ""))
+
+
+def json_objects(table: pa.Table) -> pa.Array:
+    """Each row of the table as one JSON object text, its columns in order (null for a missing
+    value; non-ASCII written as it is)."""
+    if table.num_columns == 0:
+        return pa.array(["{}"] * table.num_rows, pa.string())
+    parts: list[pa.Array | str] = []
+    for number, (name, column) in enumerate(zip(table.column_names, table.columns, strict=True)):
+        parts += [
+            ("{" if number == 0 else ",") + json.dumps(name, ensure_ascii=False) + ":",
+            _literals(column),
+        ]
+    parts.append("}")
+    return pc.binary_join_element_wise(*parts, "")
