@@ -23,10 +23,11 @@ _CONTROL = "[\\x00-\\x1f]"
 
 def _literals(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """Each value as a JSON string literal; null as ``null``. Values that are not text are
-    written as their text (as ``COPY`` would receive them)."""
+    written as their text (as ``COPY`` would receive them). A slice of a batch: its text stays
+    within ``string``'s 2 GB."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+    if not pa.types.is_string(values.type):  # large_string (older pandas' text) and non-text alike
         values = values.cast(pa.string())
     if pc.any(pc.match_substring_regex(values, _ESCAPE)).as_py():
         values = pc.replace_substring(values, "\\", "\\\\")

@@ -42,6 +42,10 @@ class Validator:
         whose cursor is older are skipped, not validated (incremental loads)."""
         self.dataset = dataset
         self.compiled: CompiledDataset = compile_dataset(dataset, options, known_keys, lookups)
+        # pandera registers the backends its checks run on when a schema first meets a pandas
+        # type (older versions: only then); the checks are called directly here (_column_failures)
+        for column in self.compiled.schema.columns.values():
+            column.get_backend(check_type=pd.Series)
         self.summary = ValidationSummary(dataset.name, skipped_checks=list(self.compiled.skipped))
         self.window = window
         self.drift_policy = options.drift
