@@ -159,13 +159,12 @@ class Validator:
         return failures
 
     def _column_failures(self, std: pd.DataFrame) -> pd.DataFrame | None:
-        """The schema's column checks, each called as pandera calls it (the ``Check`` with its
-        own null handling), as failure cases shaped as pandera's. Not left to
-        ``DataFrameSchema.validate``: its lazy mode reshapes the failure cases into a report
-        (``SchemaErrors``) whose formatting took 40% of the batch's checking; a check's result
-        names the failing rows at once. A missing value in a required column is the
-        ``not_nullable`` case pandera reports; a column that is not text (a dataset's own
-        transform may change one) fails its dtype, a contract failure as in pandera."""
+        """The schema's column checks, each called as pandera calls it (:meth:`_failing`), as
+        failure cases shaped as pandera's. Not left to ``DataFrameSchema.validate``: its lazy mode
+        reshapes the failure cases into a report (``SchemaErrors``) whose formatting took 40% of
+        the batch's checking. A missing value in a required column is the ``not_nullable`` case
+        pandera reports; a column that is not text (a dataset's own transform may change one)
+        fails its dtype, a contract failure as in pandera."""
         parts = []
         for name, column in self.compiled.schema.columns.items():
             if name not in std.columns:  # an absent required column is refused by the contract check
@@ -174,37 +173,14 @@ class Validator:
             if not pd.api.types.is_string_dtype(values.dtype):
                 raise DataContractError(f"{self.dataset.name}: column {name} failed dtype('str')")
             missing = values.isna().to_numpy()
-            failing: list[tuple[str, int | None, pd.Index]] = []
-            if not column.nullable:
-                failing.append(("not_nullable", None, std.index[missing]))
+            if not column.nullable and missing.any():
+                parts.append(_cases("Column", name, "not_nullable", None, std.index[missing]))
             for number, check in enumerate(column.checks):
                 # pandera hands a check the column without its missing values unless told not to
                 checked = std.index[~missing] if check.ignore_na and missing.any() else std.index
-                try:
-                    output = check(values).check_output
-                except Exception as exc:  # as pandera's lazy mode reports it; the message may quote values
-                    raise DataContractError(
-                        f"{self.dataset.name}: the batch failed {check.name} on column {name} "
-                        f"({type(exc).__name__})"
-                    ) from exc
-                if not isinstance(output, pd.Series) or not output.index.equals(checked):
-                    raise DataContractError(
-                        f"{self.dataset.name}: the batch failed {check.name} on column {name}"
-                    )
-                failing.append((check.name, number, checked[~output.to_numpy(dtype=bool, na_value=False)]))
-            for check_name, check_number, failed in failing:
+                failed = self._failing(check, values, checked, f" on column {name}")
                 if len(failed):
-                    parts.append(
-                        pd.DataFrame(
-                            {
-                                "schema_context": "Column",
-                                "column": name,
-                                "check": check_name,
-                                "check_number": check_number,
-                                "index": failed,
-                            }
-                        )
-                    )
+                    parts.append(_cases("Column", name, check.name, number, failed))
         return pd.concat(parts, ignore_index=True) if parts else None
 
     def _key_failures(self, std: pd.DataFrame, holders: np.ndarray) -> pd.DataFrame | None:
@@ -245,31 +221,30 @@ class Validator:
         parts = []
         for number in numbers:
             check = self.compiled.frame_checks[number]
-            try:
-                result = check(std)
-            except Exception as exc:  # as pandera's lazy mode reports it; the message may quote values
-                raise DataContractError(
-                    f"{self.dataset.name}: the batch failed {check.name} ({type(exc).__name__})"
-                ) from exc
-            output = result.check_output
-            if not isinstance(output, pd.Series) or not output.index.equals(std.index):
-                if bool(result.check_passed):
-                    continue
-                raise DataContractError(f"{self.dataset.name}: the batch failed {check.name}")
-            failed = std.index[~output.to_numpy(dtype=bool)]
+            failed = self._failing(check, std, std.index, "")
             if len(failed):
-                parts.append(
-                    pd.DataFrame(
-                        {
-                            "schema_context": "DataFrameSchema",
-                            "column": None,
-                            "check": check.name,
-                            "check_number": number,
-                            "index": failed,
-                        }
-                    )
-                )
+                parts.append(_cases("DataFrameSchema", None, check.name, number, failed))
         return pd.concat(parts, ignore_index=True) if parts else None
+
+    def _failing(
+        self, check: Any, checked_obj: pd.Series | pd.DataFrame, checked: pd.Index, where: str
+    ) -> pd.Index:
+        """The rows (labels among ``checked``, the rows pandera hands the check) that a pandera
+        ``Check`` fails, called as pandera calls it. A check that raises, or whose result names no
+        rows and did not pass, fails the batch as pandera's lazy mode reports it (one line, never
+        the values); ``where`` names the column."""
+        try:
+            result = check(checked_obj)
+        except Exception as exc:
+            raise DataContractError(
+                f"{self.dataset.name}: the batch failed {check.name}{where} ({type(exc).__name__})"
+            ) from exc
+        output = result.check_output
+        if not isinstance(output, pd.Series) or not output.index.equals(checked):
+            if bool(result.check_passed):
+                return checked[:0]
+            raise DataContractError(f"{self.dataset.name}: the batch failed {check.name}{where}")
+        return checked[~output.to_numpy(dtype=bool, na_value=False)]  # a missing verdict fails
 
     def _check_contract(self, raw: pd.DataFrame, std: pd.DataFrame) -> None:
         missing = [c.name for c in self.dataset.columns if c.required and c.name not in std.columns]
@@ -414,6 +389,15 @@ class Validator:
             raise DataContractError(
                 f"{self.dataset.name}: column {case.column} failed {case.check}"
             ) from None
+
+
+def _cases(
+    context: str, column: str | None, check: str | None, number: int | None, index: pd.Index
+) -> pd.DataFrame:
+    """Failure cases of one check, shaped as pandera's ``failure_cases``."""
+    return pd.DataFrame(
+        {"schema_context": context, "column": column, "check": check, "check_number": number, "index": index}
+    )
 
 
 #: rules whose reason shows the value healthetl computed: a key, or a lookup's unresolved key
