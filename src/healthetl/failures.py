@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pandas as pd
 import pyarrow as pa
 
+from healthetl import cleaning
 from healthetl.errors import DataContractError
 from healthetl.jsontext import json_objects
 
@@ -22,14 +23,7 @@ def json_lines(frame: pd.DataFrame) -> list[str]:
     text, written by Arrow's kernels (:mod:`healthetl.jsontext`)."""
     if frame.empty:
         return []
-    columns = {
-        str(c): pa.array(
-            frame[c] if pd.api.types.is_string_dtype(frame[c].dtype) else frame[c].astype("str"),
-            type=pa.string(),
-            from_pandas=True,
-        )
-        for c in frame.columns
-    }
+    columns = {str(c): cleaning.as_arrow(frame[c]) for c in frame.columns}
     return json_objects(pa.table(columns)).to_pylist()  # type: ignore[no-any-return]
 
 

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 
+from healthetl import cleaning
 from healthetl.db.engine import is_postgres
 from healthetl.db.locks import is_referenced
 from healthetl.failures import FAILURE_COLUMNS, FailureSpool
@@ -49,10 +50,7 @@ def text_table(frame: pd.DataFrame, columns: Sequence[str], constants: dict[str,
         if c in constants:
             arrays.append(pa.array([constants[c]] * n, type=pa.string()))
         else:
-            values = frame[c]
-            if not pd.api.types.is_string_dtype(values.dtype):  # written as its text, as COPY reads it
-                values = values.astype("str")
-            arrays.append(pa.array(values, type=pa.string(), from_pandas=True))
+            arrays.append(cleaning.as_arrow(frame[c]))  # anything not text as its text, as COPY reads it
     return pa.Table.from_arrays(arrays, names=list(columns))
 
 
@@ -125,8 +123,14 @@ def _insert_rows(
     )
     raw = conn.connection.driver_connection
     assert raw is not None
-    for batch in json_batches(text_table(frame, columns, {})):
-        raw.execute(statement, (*constants.values(), batch))
+    insert_json(raw, statement, tuple(constants.values()), text_table(frame, columns, {}))
+
+
+def insert_json(raw: Any, statement: str, constants: tuple[str, ...], rows: pa.Table) -> None:
+    """Run SQLite's bulk insert (:func:`json_insert`) of a table on a driver connection, a JSON
+    batch at a time (the constants' values first)."""
+    for batch in json_batches(rows):
+        raw.execute(statement, (*constants, batch))
 
 
 def upsert_frame(
@@ -200,11 +204,7 @@ class _WriteThread:
         """SQLite's bulk insert (:func:`json_insert`) of a table, its JSON made here (Arrow's
         kernels release the GIL)."""
 
-        def job(raw: Any) -> None:
-            for batch in json_batches(rows):
-                raw.execute(statement, (*constants, batch))
-
-        self.submit(job)
+        self.submit(lambda raw: insert_json(raw, statement, constants, rows))
 
     def close(self) -> None:
         self._queue.put(None)
